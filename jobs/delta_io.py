@@ -1,0 +1,81 @@
+"""Small helpers for writing and reading the lakehouse's Delta tables through Spark."""
+from __future__ import annotations
+
+from schemas.spark import conform
+from schemas.tables import TableSpec
+
+
+def table_exists(spark, settings, spec: TableSpec) -> bool:
+    from delta.tables import DeltaTable
+
+    return DeltaTable.isDeltaTable(spark, str(settings.table_path(spec.name)))
+
+
+def overwrite(spark, settings, spec: TableSpec, df) -> int:
+    """Replaces the table's contents in one Delta commit and returns the new version."""
+    from jobs.spark import register_table
+
+    df = conform(df, spec)
+    if spec.partition_by:
+        # One file per partition value instead of one per task and value.
+        df = df.repartition(*spec.partition_by)
+    writer = df.write.format("delta").mode("overwrite")
+    if spec.partition_by:
+        writer = writer.partitionBy(*spec.partition_by)
+    writer.save(str(settings.table_path(spec.name)))
+    register_table(spark, settings, spec.name)
+    return latest_version(spark, settings, spec)
+
+
+def merge_upsert(spark, settings, spec: TableSpec, df, keys: tuple[str, ...], delete_missing: bool,
+                 compare: tuple[str, ...] | None = None) -> int:
+    """MERGE df into the table on `keys`: insert new rows, update rows whose `compare` columns changed,
+    and (if delete_missing) delete rows absent from df. Unchanged rows are left untouched, so a rerun
+    with the same input commits nothing. Returns the table's version after the merge."""
+    from delta.tables import DeltaTable
+    from jobs.spark import register_table
+
+    df = conform(df, spec)
+    path = str(settings.table_path(spec.name))
+    if not DeltaTable.isDeltaTable(spark, path):
+        return overwrite(spark, settings, spec, df)
+    compare = compare or tuple(c for c in spec.column_names if c not in keys)
+    cond = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
+    changed = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in compare)
+    target = DeltaTable.forPath(spark, path)
+    if _merge_is_noop(spark, target.toDF(), df, keys, compare, delete_missing):
+        register_table(spark, settings, spec.name)
+        return latest_version(spark, settings, spec)
+    m = target.alias("t").merge(df.alias("s"), cond)
+    m = m.whenMatchedUpdateAll(condition=changed).whenNotMatchedInsertAll()
+    if delete_missing:
+        m = m.whenNotMatchedBySourceDelete()
+    m.execute()
+    register_table(spark, settings, spec.name)
+    return latest_version(spark, settings, spec)
+
+
+def _merge_is_noop(spark, current, incoming, keys, compare, delete_missing: bool) -> bool:
+    # Delta commits a new version even for a MERGE that changes no row; checking first keeps an
+    # identical rerun from advancing the table's history.
+    cols = list(keys) + list(compare)
+    new_or_changed = incoming.select(cols).exceptAll(current.select(cols)).limit(1).count()
+    if new_or_changed:
+        return False
+    if delete_missing:
+        return current.select(*keys).exceptAll(incoming.select(*keys)).limit(1).count() == 0
+    return True
+
+
+def read(spark, settings, spec: TableSpec, version: int | None = None):
+    reader = spark.read.format("delta")
+    if version is not None:
+        reader = reader.option("versionAsOf", version)
+    return reader.load(str(settings.table_path(spec.name)))
+
+
+def latest_version(spark, settings, spec: TableSpec) -> int:
+    from delta.tables import DeltaTable
+
+    hist = DeltaTable.forPath(spark, str(settings.table_path(spec.name))).history(1)
+    return int(hist.select("version").first()[0])

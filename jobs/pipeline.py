@@ -1,0 +1,60 @@
+"""Runs the stages in order, times them and prints the summary. Each stage is a jobs/ module."""
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from typing import Callable, Optional
+
+from jobs.context import RunContext
+
+STAGES = ("ingest", "sequences", "embed", "tokenize", "gate", "publish", "train")
+
+
+def _encoder(ctx: RunContext) -> str:
+    from genrec_core.embed.text import default_model_path
+    from jobs.embed import encoder_name
+
+    return encoder_name(ctx.config.embed.model_path or default_model_path())
+
+
+def _tokenize_result(ctx: RunContext) -> dict:
+    from jobs import tokenize
+
+    return ctx.results.get("tokenize") or tokenize.staged_result(ctx)
+
+
+def run_stage(ctx: RunContext, name: str) -> dict:
+    from jobs import embed, gate, ingest, publish, sequences, tokenize, train
+
+    dispatch: dict[str, Callable[[], dict]] = {
+        "ingest": lambda: ingest.main(ctx),
+        "sequences": lambda: sequences.main(ctx),
+        "embed": lambda: embed.main(ctx),
+        "tokenize": lambda: tokenize.main(ctx, _encoder(ctx)),
+        "gate": lambda: gate.main(ctx, _tokenize_result(ctx)),
+        "publish": lambda: publish.main(ctx, _tokenize_result(ctx)),
+        "train": lambda: train.main(ctx),
+    }
+    if name not in dispatch:
+        raise ValueError(f"unknown stage {name!r}; stages are {', '.join(STAGES)}")
+    started = time.perf_counter()
+    result = dispatch[name]()
+    result["seconds"] = round(time.perf_counter() - started, 2)
+    ctx.results[name] = result
+    return result
+
+
+def make_context(config, logical_time: Optional[datetime] = None) -> RunContext:
+    from jobs.settings import load_settings, quiet_environment
+
+    quiet_environment()
+    when = logical_time or datetime.now(timezone.utc).replace(microsecond=0)
+    return RunContext(settings=load_settings(), config=config, logical_time=when)
+
+
+def run(ctx: RunContext, stages=STAGES, echo: Callable[[str], None] = print) -> dict:
+    for name in stages:
+        echo(f"[genrec] stage {name} ...")
+        result = run_stage(ctx, name)
+        echo(f"[genrec] stage {name} done in {result['seconds']:.1f}s")
+    return ctx.results

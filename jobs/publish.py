@@ -1,0 +1,71 @@
+"""Stage f: register the tokenizer in MLflow, MERGE the staged map into `item_sid`, record the version.
+
+Idempotent: a map version that is already published is not registered, merged or recorded again, so
+a rerun on the same input changes no SID and adds no version.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from jobs import delta_io, registry
+from jobs.context import RunContext
+from schemas import tables as S
+
+
+def input_versions(ctx: RunContext) -> dict:
+    return {name: delta_io.latest_version(ctx.spark, ctx.settings, S.BY_NAME[name])
+            for name in ("items", "item_embeddings", "interactions_clean", "item_sid_staged")}
+
+
+def already_published(ctx: RunContext, map_version: str) -> bool:
+    from pyspark.sql import functions as F
+
+    if not delta_io.table_exists(ctx.spark, ctx.settings, S.SID_MAP_VERSIONS):
+        return False
+    manifest = delta_io.read(ctx.spark, ctx.settings, S.SID_MAP_VERSIONS)
+    if manifest.where(F.col("map_version") == map_version).limit(1).count() == 0:
+        return False
+    current = delta_io.read(ctx.spark, ctx.settings, S.ITEM_SID).select("map_version").distinct().collect()
+    return [r[0] for r in current] == [map_version]
+
+
+def main(ctx: RunContext, tokenize_result: dict) -> dict:
+    from pyspark.sql import functions as F
+
+    spark, settings = ctx.spark, ctx.settings
+    map_version = tokenize_result["map_version"]
+    metrics = tokenize_result["metrics"]
+    c = registry.client(settings)
+    if already_published(ctx, map_version):
+        version = registry.find_version(c, registry.TOKENIZER_MODEL, map_version)
+        return {"map_version": map_version, "published": False,
+                "tokenizer_version": version.version if version else None,
+                "versions": {"item_sid": delta_io.latest_version(spark, settings, S.ITEM_SID)}}
+
+    existing = registry.find_version(c, registry.TOKENIZER_MODEL, map_version)
+    if existing is not None:
+        tok_version = str(existing.version)
+    else:
+        flat = {"collision_rate": metrics["collision_rate"], "max_items_per_sid": metrics["max_items_per_sid"],
+                "reconstruction_rel_error": metrics["reconstruction_rel_error"]}
+        flat.update({f"level{i}_entropy_bits": lv["entropy_bits"] for i, lv in enumerate(metrics["levels"])})
+        tok_version, _ = registry.register_folder(
+            c, registry.TOKENIZER_MODEL, Path(tokenize_result["tokenizer_dir"]), map_version,
+            params={"tokenizer": "rq_kmeans", "collisions": "dedup_digit",
+                    **{f"tokenize.{k}": v for k, v in ctx.config.to_dict()["tokenize"].items()}},
+            metrics=flat, tags={"map_version": map_version}, run_name=f"tokenizer-{map_version}")
+
+    staged = delta_io.read(spark, settings, S.ITEM_SID_STAGED).withColumn("tokenizer_version", F.lit(tok_version))
+    sid_version = delta_io.merge_upsert(spark, settings, S.ITEM_SID, staged, ("item_id",), delete_missing=True,
+                                        compare=("sid", "codes", "map_version"))
+    tok_cfg = json.loads((Path(tokenize_result["tokenizer_dir"]) / "tokenizer.json").read_text())
+    row = {"map_version": map_version, "tokenizer_version": tok_version, "item_sid_version": sid_version,
+           "n_items": int(metrics["n_items"]), "metrics": json.dumps(metrics, sort_keys=True),
+           "input_versions": json.dumps(input_versions(ctx), sort_keys=True),
+           "config": json.dumps(tok_cfg, sort_keys=True), "published_at": ctx.logical_time}
+    manifest = spark.createDataFrame([row])
+    manifest_version = delta_io.merge_upsert(spark, settings, S.SID_MAP_VERSIONS, manifest, ("map_version",),
+                                             delete_missing=False, compare=("map_version",))
+    return {"map_version": map_version, "published": True, "tokenizer_version": tok_version,
+            "versions": {"item_sid": sid_version, "sid_map_versions": manifest_version}}

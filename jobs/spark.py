@@ -1,0 +1,73 @@
+"""SparkSession with Delta Lake and a persistent catalogue, for local mode or a cluster.
+
+The Delta jars come from the cache filled by `infra/fetch_delta_jars.sh` and are handed to Spark
+with `spark.jars`, so nothing is resolved through Ivy at run time. The catalogue is a Hive metastore
+kept in embedded Derby inside the lakehouse, so `genrec sql` in a fresh process sees the tables.
+"""
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+
+from jobs.settings import REPO_ROOT, Settings, quiet_environment
+
+
+def delta_jar_paths(jars_dir: Path) -> list[Path]:
+    env = (REPO_ROOT / "infra" / "delta_jars.env").read_text()
+    coords = re.search(r'DELTA_JARS="([^"]+)"', env).group(1).split()
+    paths = []
+    for coord in coords:
+        _group, artifact, version = coord.split(":")
+        jar = jars_dir / f"{artifact}-{version}.jar"
+        if not jar.is_file():
+            raise FileNotFoundError(
+                f"Delta jar {jar} is missing. Run `make jars` (or infra/fetch_delta_jars.sh "
+                f"{jars_dir.parent}) to fetch {coord} from Maven Central.")
+        paths.append(jar)
+    return paths
+
+
+def get_spark(settings: Settings, app_name: str = "genrec"):
+    quiet_environment()
+    # Python workers must use this interpreter (the venv), not whatever `python3` is on PATH.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    from pyspark.sql import SparkSession
+
+    settings.lakehouse.mkdir(parents=True, exist_ok=True)
+    metastore = settings.lakehouse / "_metastore"
+    jars = ",".join(str(p) for p in delta_jar_paths(settings.jars_dir))
+    builder = (
+        SparkSession.builder.appName(app_name)
+        .master(settings.spark_master)
+        .config("spark.jars", jars)
+        .config("spark.jars.ivy", str(settings.cache / "ivy"))
+        .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
+        .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
+        .config("spark.sql.warehouse.dir", str(settings.lakehouse / "_warehouse"))
+        .config("spark.hadoop.javax.jdo.option.ConnectionURL",
+                f"jdbc:derby:;databaseName={metastore};create=true")
+        .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={settings.lakehouse}")
+        .config("spark.sql.adaptive.enabled", "true")
+        .config("spark.sql.shuffle.partitions", os.environ.get("GENREC_SHUFFLE_PARTITIONS", "8"))
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.ui.enabled", os.environ.get("GENREC_SPARK_UI", "false"))
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.driver.memory", os.environ.get("GENREC_DRIVER_MEMORY", "4g"))
+        .config("spark.databricks.delta.schema.autoMerge.enabled", "false")
+        # Delta replays its log with this many tasks; the default (50) dominates small local jobs.
+        .config("spark.databricks.delta.snapshotPartitions", os.environ.get("GENREC_DELTA_SNAPSHOT_PARTITIONS", "2"))
+        .enableHiveSupport()
+    )
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    spark.sql(f"CREATE DATABASE IF NOT EXISTS {settings.database}")
+    return spark
+
+
+def register_table(spark, settings: Settings, table: str) -> None:
+    """Points the catalogue entry genrec.<table> at the Delta folder (idempotent)."""
+    path = settings.table_path(table)
+    spark.sql(f"CREATE TABLE IF NOT EXISTS {settings.qualified(table)} USING DELTA LOCATION '{path}'")

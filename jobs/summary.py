@@ -1,0 +1,61 @@
+"""The end-of-run summary: rows per table, SID metrics, recommender metrics, stage times."""
+from __future__ import annotations
+
+from jobs import delta_io
+from jobs.context import RunContext
+from schemas import tables as S
+
+
+def table_rows(ctx: RunContext) -> list[tuple[str, int, int]]:
+    out = []
+    for spec in S.ALL_TABLES:
+        if delta_io.table_exists(ctx.spark, ctx.settings, spec):
+            out.append((spec.name, delta_io.read(ctx.spark, ctx.settings, spec).count(),
+                        delta_io.latest_version(ctx.spark, ctx.settings, spec)))
+    return out
+
+
+def render(ctx: RunContext) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console, results = Console(), ctx.results
+    tables = Table(title="Delta tables (catalog database genrec)")
+    for col in ("table", "rows", "version"):
+        tables.add_column(col, justify="right" if col != "table" else "left")
+    for name, rows, version in table_rows(ctx):
+        tables.add_row(name, f"{rows:,}", str(version))
+    console.print(tables)
+
+    if "tokenize" in results:
+        m = results["tokenize"]["metrics"]
+        sid = Table(title=f"SID quality (map {results['tokenize']['map_version']})")
+        sid.add_column("metric")
+        sid.add_column("value", justify="right")
+        sid.add_row("items", f"{m['n_items']:,}")
+        sid.add_row("collision rate before dedup", f"{m['collision_rate']:.4f}")
+        sid.add_row("max items per SID (dedup codes needed)", str(m["max_items_per_sid"]))
+        sid.add_row("reconstruction rel. error", f"{m['reconstruction_rel_error']:.4f}")
+        for i, lv in enumerate(m["levels"]):
+            sid.add_row(f"level {i}: used / K, entropy bits",
+                        f"{lv['used']}/{lv['codebook_size']}, {lv['entropy_bits']:.2f}")
+        console.print(sid)
+
+    if "train" in results:
+        r = results["train"]
+        rec = Table(title=f"Recommender genrec-recommender v{r['model_version']} "
+                          f"(item_sid v{r['item_sid_version']}{', reused' if not r['trained'] else ''})")
+        rec.add_column("metric")
+        rec.add_column("value", justify="right")
+        for k, v in sorted(r["metrics"].items()):
+            rec.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
+        console.print(rec)
+
+    times = Table(title="Stage wall time")
+    times.add_column("stage")
+    times.add_column("seconds", justify="right")
+    for name, r in results.items():
+        times.add_row(name, f"{r['seconds']:.1f}")
+    times.add_row("total", f"{sum(r['seconds'] for r in results.values()):.1f}")
+    console.print(times)
+    console.print('Query the result:  [bold]genrec sql "SELECT * FROM genrec.item_sid LIMIT 5"[/bold]')

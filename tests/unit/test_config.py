@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import pytest
+
+from genrec_core.config import PROFILES, ConfigError, PipelineConfig, load_config, parse_override
+
+
+def test_defaults_round_trip():
+    cfg = load_config()
+    assert cfg == PipelineConfig()
+    assert load_config(file_data=cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_profiles_resolve(profile):
+    assert isinstance(load_config(profile), PipelineConfig)
+
+
+def test_unknown_key_fails_with_its_path():
+    with pytest.raises(ConfigError, match=r"train\.: unknown key\(s\) \['lr'\]"):
+        load_config(overrides=("train.lr=0.1",))
+
+
+def test_wrong_type_fails():
+    with pytest.raises(ConfigError, match="tokenize.levels: expected int"):
+        load_config(file_data={"tokenize": {"levels": "three"}})
+
+
+def test_overrides_and_frozen():
+    cfg = load_config("tiny", overrides=("train.max_steps=7", "data.dataset=p5:/x", "eval.ks=[1,2]"))
+    assert (cfg.train.max_steps, cfg.data.dataset, cfg.eval.ks) == (7, "p5:/x", (1, 2))
+    with pytest.raises(Exception):
+        cfg.train.max_steps = 3  # type: ignore[misc]
+
+
+def test_validation():
+    with pytest.raises(ConfigError, match="num_beams"):
+        load_config(overrides=("eval.num_beams=3",))
+    with pytest.raises(ConfigError, match="dataset"):
+        load_config(overrides=("data.dataset=csv:/x",))
+    assert parse_override("a.b=[1]") == {"a": {"b": [1]}}

@@ -1,0 +1,184 @@
+"""TIGER model: data encoding, seeded training, wall-clock budget and constrained beam search."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from transformers import LogitsProcessorList
+
+from genrec_core.config import TrainConfig
+from genrec_core.model import tiger
+from genrec_core.model.sid_vocab import EOS, PAD, SidVocab
+from genrec_core.model.trie import SidTrie
+
+N_ITEMS = 30
+TINY = TrainConfig(d_model=32, d_ff=64, num_layers=1, num_decoder_layers=1, num_heads=2, d_kv=16,
+                   dropout=0.0, max_history=5, batch_size=32, learning_rate=3e-3, warmup_steps=20,
+                   max_steps=200, max_minutes=5.0, device="cpu")
+
+
+def _catalogue() -> tuple[SidVocab, np.ndarray]:
+    """30 items with distinct 3-level SIDs, as tokens int[30, 3]."""
+    vocab = SidVocab((4, 4, 2))
+    codes = np.array([[i // 8, (i // 2) % 4, i % 2] for i in range(N_ITEMS)])
+    return vocab, vocab.codes_to_tokens(codes)
+
+
+def _successor_sequences(n_users: int, seed: int) -> list[np.ndarray]:
+    """Toy task: item i is always followed by item (i + 1) % 30."""
+    rng = np.random.default_rng(seed)
+    return [(rng.integers(N_ITEMS) + np.arange(rng.integers(3, 8))) % N_ITEMS for _ in range(n_users)]
+
+
+def _eval_histories() -> list[np.ndarray]:
+    return [np.array([(i - 2) % N_ITEMS, (i - 1) % N_ITEMS, i]) for i in range(N_ITEMS)]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """These models are tiny: a second intra-op thread gains nothing and, when the two cores are busy
+    with other work, OpenMP spin-waiting slows training up to tenfold."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def trained(_one_thread):
+    vocab, tokens = _catalogue()
+    pairs = tiger.make_training_pairs(_successor_sequences(60, seed=0), TINY.max_history)
+    model = tiger.build_model(vocab, TINY, seed=0)
+    result = tiger.train(model, pairs, tokens, TINY, seed=0, device="cpu")
+    return model, tokens, SidTrie(tokens), result
+
+
+def test_make_training_pairs():
+    pairs = tiger.make_training_pairs([np.array([4, 5, 6, 7]), np.array([9]), np.array([1, 2])], max_history=2)
+    assert [(h.tolist(), t) for h, t in pairs] == [([4], 5), ([4, 5], 6), ([5, 6], 7), ([1], 2)]
+
+
+def test_encode_histories_layout():
+    tokens = np.array([[2, 5], [3, 6], [4, 5]])
+    ids, mask = tiger.encode_histories([np.array([0, 1, 2]), np.array([2]), np.array([], dtype=np.int64)],
+                                       tokens, max_history=2)
+    assert ids.dtype == torch.long and ids.shape == mask.shape == (3, 5)
+    assert ids.tolist() == [[3, 6, 4, 5, EOS], [4, 5, EOS, PAD, PAD], [EOS, PAD, PAD, PAD, PAD]]
+    assert mask.tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 0, 0, 0, 0]]
+
+
+def test_build_model_matches_config_and_seed():
+    vocab, _ = _catalogue()
+    a, b = tiger.build_model(vocab, TINY, seed=1), tiger.build_model(vocab, TINY, seed=1)
+    c = tiger.build_model(vocab, TINY, seed=2)
+    assert a.config.vocab_size == vocab.vocab_size and a.config.d_model == 32
+    assert (a.config.pad_token_id, a.config.eos_token_id, a.config.decoder_start_token_id) == (PAD, EOS, PAD)
+    assert a.config.num_layers == 1 and a.config.num_decoder_layers == 1 and a.config.num_heads == 2
+    assert torch.equal(a.shared.weight, b.shared.weight)
+    assert not torch.equal(a.shared.weight, c.shared.weight)
+
+
+def test_learns_successor_task(trained):
+    model, tokens, trie, result = trained
+    assert result.steps == TINY.max_steps and result.stopped_by == "max_steps"
+    assert result.mean_loss_last_100 < 1.0
+    ranked = tiger.recommend(model, _eval_histories(), tokens, trie, k=5, num_beams=10, batch_size=16,
+                             max_history=TINY.max_history, device="cpu")
+    targets = (np.arange(N_ITEMS) + 1) % N_ITEMS
+    assert (ranked[:, 0] == targets).mean() >= 0.6  # chance is 1/30
+
+
+def test_recommend_returns_valid_distinct_items(trained):
+    model, tokens, trie, _ = trained
+    rng = np.random.default_rng(5)
+    histories = [rng.integers(0, N_ITEMS, size=rng.integers(0, 9)) for _ in range(20)]
+    ranked = tiger.recommend(model, histories, tokens, trie, k=8, num_beams=8, batch_size=7,
+                             max_history=TINY.max_history, device="cpu")
+    assert ranked.shape == (20, 8)
+    for row in ranked:
+        assert ((row >= 0) & (row < N_ITEMS)).all()
+        assert len(set(row.tolist())) == len(row)
+
+
+def test_beam_ranking_equals_exact_scoring(trained):
+    """With as many beams as items the search is exhaustive, so the ranking must follow the exact
+    teacher-forced log-likelihood of each item's SID + EOS."""
+    model, tokens, trie, _ = trained
+    histories = _eval_histories()[:6]
+    ranked = tiger.recommend(model, histories, tokens, trie, k=N_ITEMS, num_beams=N_ITEMS, batch_size=6,
+                             max_history=TINY.max_history, device="cpu")
+    labels = torch.from_numpy(np.concatenate([tokens, np.full((N_ITEMS, 1), EOS)], axis=1))
+    for row, hist in zip(ranked, histories):
+        ids, mask = tiger.encode_histories([hist] * N_ITEMS, tokens, TINY.max_history)
+        with torch.inference_mode():
+            logp = model(input_ids=ids, attention_mask=mask, labels=labels).logits.log_softmax(-1)
+        exact = logp.gather(2, labels[:, :, None]).sum(dim=(1, 2)).numpy()
+        assert sorted(row.tolist()) == list(range(N_ITEMS))
+        assert (np.diff(exact[row]) <= 1e-4).all()
+
+
+def test_processor_matches_prefix_allowed_tokens_fn(trained):
+    model, tokens, trie, _ = trained
+    ids, mask = tiger.encode_histories(_eval_histories()[:8], tokens, TINY.max_history)
+    common = dict(input_ids=ids, attention_mask=mask, num_beams=6, num_return_sequences=6,
+                  max_new_tokens=trie.num_levels + 1, early_stopping=True, do_sample=False)
+    with torch.inference_mode():
+        via_fn = model.generate(prefix_allowed_tokens_fn=trie.prefix_allowed_tokens_fn(), **common)
+        via_proc = model.generate(logits_processor=LogitsProcessorList([tiger.TrieLogitsProcessor(trie)]), **common)
+    assert torch.equal(via_fn, via_proc)
+
+
+def test_small_catalogue_pads_with_minus_one():
+    vocab = SidVocab((2, 2))
+    tokens = vocab.codes_to_tokens(np.array([[0, 0], [0, 1], [1, 1]]))
+    model = tiger.build_model(vocab, TINY, seed=0)
+    ranked = tiger.recommend(model, [np.array([0, 1]), np.array([2])], tokens, SidTrie(tokens), k=5, num_beams=5,
+                             batch_size=4, max_history=3, device="cpu")
+    for row in ranked:
+        assert sorted(row[:3].tolist()) == [0, 1, 2] and row[3:].tolist() == [-1, -1]
+    with pytest.raises(ValueError):
+        tiger.recommend(model, [np.array([0])], tokens, SidTrie(tokens), k=6, num_beams=5, batch_size=4,
+                        max_history=3, device="cpu")
+
+
+def _short_run(seed: int, cfg: TrainConfig, clock=None) -> tuple[tiger.TrainResult, torch.Tensor]:
+    vocab, tokens = _catalogue()
+    pairs = tiger.make_training_pairs(_successor_sequences(20, seed=1), cfg.max_history)
+    model = tiger.build_model(vocab, cfg, seed=seed)
+    kwargs = {"clock": clock} if clock else {}
+    result = tiger.train(model, pairs, tokens, cfg, seed=seed, device="cpu", **kwargs)
+    return result, model.shared.weight.detach().clone()
+
+
+def test_training_is_deterministic_for_a_seed():
+    cfg = dataclasses.replace(TINY, max_steps=4, dropout=0.1, batch_size=8)
+    (r1, w1), (r2, w2) = _short_run(3, cfg), _short_run(3, cfg)
+    assert r1.final_loss == r2.final_loss and torch.equal(w1, w2)
+    r3, w3 = _short_run(4, cfg)
+    assert not torch.equal(w1, w3)
+
+
+def test_wall_clock_budget_stops_training():
+    class FakeClock:
+        """Ten seconds pass on every reading."""
+        def __init__(self) -> None:
+            self.now = 0.0
+
+        def __call__(self) -> float:
+            self.now += 10.0
+            return self.now
+
+    cfg = dataclasses.replace(TINY, max_steps=1000, max_minutes=1.0, batch_size=8)
+    seen: list[tuple[int, float]] = []
+    vocab, tokens = _catalogue()
+    pairs = tiger.make_training_pairs(_successor_sequences(20, seed=1), cfg.max_history)
+    model = tiger.build_model(vocab, cfg, seed=0)
+    result = tiger.train(model, pairs, tokens, cfg, seed=0, device="cpu", clock=FakeClock(),
+                         progress=lambda step, loss: seen.append((step, loss)))
+    assert result.stopped_by == "max_minutes"
+    assert 1 <= result.steps < 10 and result.seconds >= 60.0
+    assert [s for s, _ in seen] == list(range(1, result.steps + 1))
+    assert result.final_loss == seen[-1][1]
+    assert result.epochs == pytest.approx(result.steps * 8 / len(pairs))
