@@ -13,6 +13,7 @@ export PIP_CACHE_DIR := $(CACHE)/pip
 export UV_CACHE_DIR := $(CACHE)/uv
 export AIRFLOW_HOME ?= $(CURDIR)/airflow_home
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export AIRFLOW__CORE__DAGS_FOLDER ?= $(CURDIR)/dags
 export AIRFLOW__CORE__PARALLELISM := 4
 export AIRFLOW__API__HOST := 127.0.0.1
 export MLFLOW_DISABLE_TELEMETRY := true

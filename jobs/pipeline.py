@@ -49,6 +49,8 @@ def make_context(config, logical_time: Optional[datetime] = None) -> RunContext:
 
     quiet_environment()
     when = logical_time or datetime.now(timezone.utc).replace(microsecond=0)
+    # Airflow hands in pendulum DateTimes, which Spark cannot infer; keep a plain UTC datetime.
+    when = datetime.fromtimestamp(when.timestamp(), tz=timezone.utc)
     return RunContext(settings=load_settings(), config=config, logical_time=when)
 
 

@@ -64,4 +64,5 @@ def quiet_environment() -> None:
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
     os.environ.setdefault("AIRFLOW_HOME", str(REPO_ROOT / "airflow_home"))
     os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+    os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(REPO_ROOT / "dags"))
     os.environ.setdefault("AIRFLOW__API__HOST", "127.0.0.1")

@@ -2,6 +2,7 @@
 never touch the user's home folder or the project's own lakehouse."""
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import tempfile
@@ -18,12 +19,16 @@ os.environ.pop("GENREC_LAKEHOUSE", None)
 os.environ.pop("GENREC_MLFLOW_URI", None)
 os.environ.pop("GENREC_MLFLOW_ARTIFACTS", None)
 os.environ["AIRFLOW_HOME"] = str(_SESSION_HOME / "airflow")
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "dags")
 os.environ["GENREC_SHUFFLE_PARTITIONS"] = "2"
 os.environ["GENREC_DRIVER_MEMORY"] = "2g"
 for key, value in {"MLFLOW_DISABLE_TELEMETRY": "true", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
                    "SPARK_LOCAL_IP": "127.0.0.1", "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
                    "AIRFLOW__API__HOST": "127.0.0.1", "TOKENIZERS_PARALLELISM": "false"}.items():
     os.environ[key] = value
+
+# py4j logs from __del__ after pytest has closed its streams; that noise is not a failure.
+logging.getLogger("py4j").setLevel(logging.WARNING)
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,7 @@ def airflow_db(session_home):
 def dag(airflow_db):
     from airflow.dag_processing.dagbag import DagBag
 
-    bag = DagBag(dag_folder=str(DAG_FILE), include_examples=False)
+    bag = DagBag(dag_folder=str(DAG_FILE))
     assert bag.import_errors == {}
     return bag.get_dag("genrec_nightly")
 
