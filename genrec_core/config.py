@@ -134,8 +134,16 @@ class PipelineConfig:
 
 # Named override sets. "demo" is the embedded default; "tiny" is for tests; "cpu" and "gpu" are
 # training budgets for real datasets such as Amazon Beauty.
+# A model that trains usefully on 2 CPU cores in minutes. The TrainConfig defaults are TIGER's
+# architecture (4+4 layers, d_ff 1024), which costs ~10 s per 256-example step on such a machine.
+CPU_MODEL: dict[str, Any] = {"d_model": 128, "d_ff": 256, "num_layers": 2, "num_decoder_layers": 2,
+                             "num_heads": 4, "d_kv": 32, "max_history": 10, "batch_size": 128}
+
+# Named override sets. "demo" is the embedded default; "tiny" is for tests; "cpu" and "gpu" are
+# training budgets for real datasets such as Amazon Beauty.
 PROFILES: dict[str, dict[str, Any]] = {
-    "demo": {},
+    "demo": {"train": {**CPU_MODEL, "max_steps": 400, "max_minutes": 3.0, "warmup_steps": 50},
+             "eval": {"num_beams": 10}},
     "tiny": {
         "data": {"synthetic": {"n_users": 150, "n_items": 120, "mean_events_per_user": 8.0}},
         "tokenize": {"codebook_size": 16, "niter": 10},
@@ -146,7 +154,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         # 120 items over 3 levels of 8 codes collide a lot; the gate still checks uniqueness after dedup.
         "gate": {"max_collision_rate": 0.95},
     },
-    "cpu": {"train": {"max_steps": 3000, "max_minutes": 12.0, "batch_size": 256}},
+    "cpu": {"train": {**CPU_MODEL, "max_steps": 6000, "max_minutes": 12.0, "warmup_steps": 200},
+            "eval": {"num_beams": 10}},
     "gpu": {"train": {"max_steps": 200_000, "max_minutes": 240.0, "batch_size": 256,
                       "device": "cuda"},
             "embed": {"device": "cuda", "batch_size": 256}},
@@ -242,8 +251,11 @@ def validate(cfg: PipelineConfig) -> None:
         raise ConfigError("eval.ks must list positive cut-offs")
     if e.num_beams < max(e.ks):
         raise ConfigError(f"eval.num_beams ({e.num_beams}) must be >= the largest k ({max(e.ks)})")
-    if cfg.train.d_model % cfg.train.num_heads and cfg.train.d_kv <= 0:
-        raise ConfigError("train.d_kv must be positive")
+    tr = cfg.train
+    if min(tr.d_model, tr.d_ff, tr.num_layers, tr.num_decoder_layers, tr.num_heads, tr.d_kv,
+           tr.batch_size, tr.max_steps, tr.max_history) < 1:
+        raise ConfigError("train sizes (d_model, d_ff, layers, heads, d_kv, batch_size, max_steps, "
+                          "max_history) must be positive")
     ds = cfg.data.dataset
     if ds != "synthetic" and not ds.startswith("p5:"):
         raise ConfigError(f"data.dataset {ds!r}: expected 'synthetic' or 'p5:PATH'")

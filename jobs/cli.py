@@ -88,25 +88,37 @@ def run(dataset: Optional[str] = typer.Option(None, "--dataset", help=DATASET_HE
 @app.command()
 def sql(query: str = typer.Argument(..., help="Spark SQL, e.g. \"SELECT * FROM genrec.item_sid LIMIT 5\"."),
         limit: int = typer.Option(50, help="Rows to print."),
+        output: str = typer.Option("table", help="table (for people) or csv (for scripts)."),
         home: Optional[Path] = typer.Option(None, help=HOME_HELP)):
     """Run Spark SQL against the persistent genrec catalogue (Delta time travel works:
     SELECT * FROM genrec.item_sid VERSION AS OF 0)."""
     from jobs.settings import load_settings
     from jobs.spark import get_spark
 
+    if output not in ("table", "csv"):
+        typer.secho("--output must be 'table' or 'csv'", fg="red", err=True)
+        raise typer.Exit(2)
     _home(home)
     spark = get_spark(load_settings(), app_name="genrec-sql")
     df = spark.sql(query)
     rows = df.limit(limit + 1).collect()
-    from rich.console import Console
-    from rich.table import Table
+    cells = [["" if v is None else str(v) for v in r] for r in rows[:limit]]
+    if output == "csv":
+        import csv
 
-    table = Table(*df.columns)
-    for r in rows[:limit]:
-        table.add_row(*["" if v is None else str(v) for v in r])
-    Console(width=200).print(table)
+        writer = csv.writer(sys.stdout)
+        writer.writerow(df.columns)
+        writer.writerows(cells)
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(*df.columns)
+        for row in cells:
+            table.add_row(*row)
+        Console(width=200).print(table)
     if len(rows) > limit:
-        typer.echo(f"(showing the first {limit} rows; use --limit for more)")
+        typer.echo(f"(showing the first {limit} rows; use --limit for more)", err=True)
 
 
 @app.command("config")

@@ -1,8 +1,9 @@
 """`genrec run` end to end on the tiny profile, in fresh processes, then `genrec sql` and a rerun."""
 from __future__ import annotations
 
+import csv
+import io
 import os
-import re
 import subprocess
 import sys
 
@@ -23,12 +24,14 @@ def genrec(home, *args, timeout=900) -> str:
 
 def table_counts(home) -> dict[str, int]:
     union = " UNION ALL ".join(f"SELECT '{t}' AS t, count(*) AS n FROM genrec.{t}" for t in TABLES)
-    out = genrec(home, "sql", union)
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"│\s*(\w+)\s*│\s*(\d+)\s*│", out)}
+    rows = list(csv.reader(io.StringIO(genrec(home, "sql", union, "--output", "csv"))))
+    assert rows[0] == ["t", "n"]
+    return {t: int(n) for t, n in rows[1:]}
 
 
 def sids(home) -> str:
-    return genrec(home, "sql", "SELECT item_id, sid FROM genrec.item_sid ORDER BY item_id", "--limit", "100000")
+    return genrec(home, "sql", "SELECT item_id, sid FROM genrec.item_sid ORDER BY item_id", "--limit", "100000",
+                  "--output", "csv")
 
 
 @pytest.fixture(scope="module")
