@@ -46,6 +46,9 @@ with DAG(
     start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
     catchup=False,
     max_active_runs=1,
+    # The default catalogue is an embedded Derby metastore, which one Spark process can open at a
+    # time; with a shared metastore service this limit can be lifted.
+    max_active_tasks=1,
     doc_md=DOC,
     tags=["genrec"],
     params={

@@ -67,3 +67,14 @@ def test_gate_rejects_a_broken_map(published, ctx):
     assert not result.success
     assert "expect_column_values_to_be_unique" in problems and "'column': 'sid'" in problems
     assert "code_0" in problems
+
+
+def test_gate_threshold_stops_the_run(published, ctx):
+    import dataclasses
+
+    from jobs import gate
+
+    strict = dataclasses.replace(ctx.config, gate=dataclasses.replace(ctx.config.gate, max_collision_rate=0.0))
+    strict_ctx = dataclasses.replace(ctx, config=strict)
+    with pytest.raises(gate.GateFailed, match=r"nothing was published[\s\S]*collision rate"):
+        gate.main(strict_ctx, published["tokenize"])
