@@ -2,13 +2,13 @@ from __future__ import annotations
 
 import pytest
 
-from genrec_core.config import PROFILES, ConfigError, PipelineConfig, load_config, parse_override
+from genrec_core.config import PROFILES, ConfigError, PipelineConfig, from_dict, load_config, parse_override
 
 
 def test_defaults_round_trip():
-    cfg = load_config()
-    assert cfg == PipelineConfig()
-    assert load_config(file_data=cfg.to_dict()) == cfg
+    assert from_dict(PipelineConfig, PipelineConfig().to_dict()) == PipelineConfig()
+    cfg = load_config("cpu")
+    assert load_config("demo", file_data=cfg.to_dict()) == cfg
 
 
 @pytest.mark.parametrize("profile", sorted(PROFILES))
