@@ -55,9 +55,11 @@ class RQKMeansTokenizer:
         residual = np.asarray(x, dtype=np.float64).copy()
         codes = np.empty((residual.shape[0], self.levels), dtype=np.int64)
         for level, book in enumerate(self.codebooks):
-            dist = ((residual[:, None, :] - book[None, :, :].astype(np.float64)) ** 2).sum(-1)
-            codes[:, level] = dist.argmin(1)
-            residual -= book[codes[:, level]]
+            book64 = book.astype(np.float64)
+            for start in range(0, residual.shape[0], 256):  # chunks bound the [rows, K, dim] temporary
+                part = residual[start:start + 256]
+                codes[start:start + 256, level] = ((part[:, None, :] - book64[None]) ** 2).sum(-1).argmin(1)
+            residual -= book64[codes[:, level]]
         return codes
 
     def decode(self, codes: np.ndarray) -> np.ndarray:
