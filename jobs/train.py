@@ -65,7 +65,7 @@ def main(ctx: RunContext) -> dict:
     import torch
     from tqdm.auto import tqdm
 
-    from genrec_core.embed.text import resolve_device
+    from genrec_core.device import resolve_device
     from genrec_core.eval.ranking import ranking_report
     from genrec_core.model.sid_vocab import SidVocab
     from genrec_core.model.tiger import build_model, make_training_pairs, recommend, train

