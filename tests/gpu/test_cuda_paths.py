@@ -1,0 +1,40 @@
+"""GPU paths agree with the CPU ones. Skipped, with the reason, where no CUDA GPU is visible."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU visible to torch")]
+
+
+def test_text_embeddings_match_cpu_within_fp16_tolerance():
+    from genrec_core.embed.text import TextEncoder, default_model_path
+
+    texts = ["nail lacquer simmer and shimmer. Brand: OPI", "wireless earbuds with charging case", "x"]
+    cpu = TextEncoder(default_model_path(), device="cpu").encode(texts)
+    gpu = TextEncoder(default_model_path(), device="cuda").encode(texts)
+    assert np.abs(cpu - gpu).max() < 5e-3
+    assert (np.einsum("ij,ij->i", cpu, gpu) > 0.999).all()
+
+
+def test_recommender_trains_and_decodes_on_cuda():
+    import dataclasses
+
+    from genrec_core.config import load_config
+    from genrec_core.model.sid_vocab import SidVocab
+    from genrec_core.model.tiger import build_model, make_training_pairs, recommend, train
+    from genrec_core.model.trie import SidTrie
+
+    cfg = dataclasses.replace(load_config("tiny").train, max_steps=30)
+    vocab = SidVocab((4, 4, 2))
+    codes = np.array([[a, b, 0] for a in range(4) for b in range(4)])
+    tokens = vocab.codes_to_tokens(codes)
+    seqs = [np.array([(i + j) % 16 for j in range(6)]) for i in range(16)]
+    model = build_model(vocab, cfg, seed=0)
+    result = train(model, make_training_pairs(seqs, 5), tokens, cfg, seed=0, device="cuda")
+    assert result.steps == 30
+    ranked = recommend(model, [s[:-1] for s in seqs], tokens, SidTrie(tokens), k=5, num_beams=8,
+                       batch_size=8, max_history=5, device="cuda")
+    assert ranked.shape == (16, 5) and ((ranked >= 0) & (ranked < 16)).all()
