@@ -58,7 +58,7 @@ def merge_upsert(spark, settings, spec: TableSpec, df, keys: tuple[str, ...], de
 def _merge_is_noop(spark, current, incoming, keys, compare, delete_missing: bool) -> bool:
     # Delta commits a new version even for a MERGE that changes no row; checking first keeps an
     # identical rerun from advancing the table's history.
-    cols = list(keys) + list(compare)
+    cols = list(dict.fromkeys(list(keys) + list(compare)))  # a key may also be compared
     new_or_changed = incoming.select(cols).exceptAll(current.select(cols)).limit(1).count()
     if new_or_changed:
         return False

@@ -65,7 +65,6 @@ def clean_items(raw):
     """-> (items, quarantine). The first row per item_id by raw content wins; repeats are quarantined."""
     from pyspark.sql import Window, functions as F
 
-
     df = raw.withColumn("raw", _raw_json(raw))
     null_key = F.col("item_id").isNull() | (F.trim("item_id") == "")
     rank = F.row_number().over(Window.partitionBy("item_id").orderBy("raw"))
