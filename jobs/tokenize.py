@@ -35,7 +35,7 @@ def write_tokenizer(folder: Path, tokenizer, meta: dict) -> None:
     tmp.mkdir(parents=True, exist_ok=True)
     arrays, header = tokenizer.state()
     np.savez(tmp / "codebooks.npz", **arrays)
-    (tmp / "tokenizer.json").write_text(json.dumps({**json.loads(header), **meta}, indent=2, sort_keys=True))
+    (tmp / "tokenizer.json").write_text(json.dumps({**meta, **header}, indent=2, sort_keys=True))
     if folder.exists():
         import shutil
 

@@ -1,14 +1,15 @@
 """Residual k-means (RQ-KMeans): k-means at level 1, then k-means on the residuals at each level.
 
 `fit_rq_kmeans` trains one `faiss.Kmeans` per level. `RQKMeansTokenizer.encode` assigns with FAISS;
-`encode_reference` is the obviously-correct numpy version that tests hold the fast path to.
+`encode_reference` (numpy, from the base class) is what tests hold the fast path to.
 """
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+
+from genrec_core.quantize.base import Tokenizer, register
 
 
 def effective_codebook_size(n_items: int, codebook_size: int, min_points_per_code: int) -> int:
@@ -20,15 +21,35 @@ def effective_codebook_size(n_items: int, codebook_size: int, min_points_per_cod
     return min(k, codebook_size) if codebook_size >= 2 else 2
 
 
-@dataclass(frozen=True)
-class RQKMeansTokenizer:
-    """codebooks[l]: float32 [K_l, dim]. Codes are int64 [n, L]."""
+def residual_level_distances(codebooks, z: np.ndarray, prefix: np.ndarray, level: int) -> np.ndarray:
+    """Shared by every plain residual quantizer: ||z - sum(prefix codewords) - c_k||^2 for each k."""
+    residual = np.asarray(z, dtype=np.float64).copy()
+    for above in range(level):
+        residual -= codebooks[above][prefix[:, above]].astype(np.float64)
+    book = codebooks[level].astype(np.float64)
+    return ((residual ** 2).sum(1)[:, None] - 2.0 * residual @ book.T + (book ** 2).sum(1)[None, :])
 
-    codebooks: tuple[np.ndarray, ...]
 
-    @property
-    def levels(self) -> int:
-        return len(self.codebooks)
+def faiss_residual_encode(codebooks, x: np.ndarray) -> np.ndarray:
+    """Greedy residual assignment with one exact FAISS search per level."""
+    import faiss
+
+    residual = np.ascontiguousarray(x, dtype=np.float32).copy()
+    codes = np.empty((residual.shape[0], len(codebooks)), dtype=np.int64)
+    for level, book in enumerate(codebooks):
+        index = faiss.IndexFlatL2(book.shape[1])
+        index.add(book)
+        _, nearest = index.search(residual, 1)
+        codes[:, level] = nearest[:, 0]
+        residual -= book[nearest[:, 0]]
+    return codes
+
+
+class ResidualCodebooks(Tokenizer):
+    """Base for quantizers whose state is one codebook per level applied to residuals."""
+
+    def __init__(self, codebooks):
+        self.codebooks = tuple(np.ascontiguousarray(c, dtype=np.float32) for c in codebooks)
 
     @property
     def level_sizes(self) -> tuple[int, ...]:
@@ -38,29 +59,11 @@ class RQKMeansTokenizer:
     def dim(self) -> int:
         return int(self.codebooks[0].shape[1])
 
+    def level_distances(self, z, prefix, level):
+        return residual_level_distances(self.codebooks, z, prefix, level)
+
     def encode(self, x: np.ndarray) -> np.ndarray:
-        import faiss
-
-        residual = np.ascontiguousarray(x, dtype=np.float32).copy()
-        codes = np.empty((residual.shape[0], self.levels), dtype=np.int64)
-        for level, book in enumerate(self.codebooks):
-            index = faiss.IndexFlatL2(self.dim)
-            index.add(book)
-            _, nearest = index.search(residual, 1)
-            codes[:, level] = nearest[:, 0]
-            residual -= book[nearest[:, 0]]
-        return codes
-
-    def encode_reference(self, x: np.ndarray) -> np.ndarray:
-        residual = np.asarray(x, dtype=np.float64).copy()
-        codes = np.empty((residual.shape[0], self.levels), dtype=np.int64)
-        for level, book in enumerate(self.codebooks):
-            book64 = book.astype(np.float64)
-            for start in range(0, residual.shape[0], 256):  # chunks bound the [rows, K, dim] temporary
-                part = residual[start:start + 256]
-                codes[start:start + 256, level] = ((part[:, None, :] - book64[None]) ** 2).sum(-1).argmin(1)
-            residual -= book64[codes[:, level]]
-        return codes
+        return faiss_residual_encode(self.codebooks, x)
 
     def decode(self, codes: np.ndarray) -> np.ndarray:
         out = np.zeros((codes.shape[0], self.dim), dtype=np.float32)
@@ -68,24 +71,20 @@ class RQKMeansTokenizer:
             out += book[codes[:, level]]
         return out
 
-    def state(self) -> tuple[dict[str, np.ndarray], str]:
-        """Arrays for an .npz file and a JSON header; no pickle involved."""
+    def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         arrays = {f"codebook_{i}": c for i, c in enumerate(self.codebooks)}
-        header = json.dumps({"kind": "rq_kmeans", "levels": self.levels, "level_sizes": self.level_sizes,
-                             "dim": self.dim})
-        return arrays, header
+        return arrays, {"kind": self.kind, "levels": self.levels, "level_sizes": list(self.level_sizes),
+                        "dim": self.dim}
 
     @classmethod
-    def from_state(cls, arrays: dict[str, np.ndarray], header: str) -> "RQKMeansTokenizer":
-        meta = json.loads(header)
-        if meta.get("kind") != "rq_kmeans":
-            raise ValueError(f"not an rq_kmeans tokenizer: {meta.get('kind')!r}")
-        books = tuple(np.asarray(arrays[f"codebook_{i}"], dtype=np.float32) for i in range(meta["levels"]))
-        return cls(books)
+    def from_state(cls, arrays, header):
+        if header.get("kind") != cls.kind:
+            raise ValueError(f"not a {cls.kind} tokenizer: {header.get('kind')!r}")
+        return cls(tuple(np.asarray(arrays[f"codebook_{i}"]) for i in range(header["levels"])))
 
 
 def fit_rq_kmeans(x: np.ndarray, levels: int, codebook_size: int, niter: int, seed: int,
-                  min_points_per_code: int = 8) -> RQKMeansTokenizer:
+                  min_points_per_code: int = 8) -> "RQKMeansTokenizer":
     """Fits `levels` codebooks of size K (shrunk for tiny inputs) on x: float32 [n, dim]."""
     import faiss
 
@@ -102,3 +101,12 @@ def fit_rq_kmeans(x: np.ndarray, levels: int, codebook_size: int, niter: int, se
         residual -= book[nearest[:, 0]]
         books.append(book)
     return RQKMeansTokenizer(tuple(books))
+
+
+def _fit_from_config(x: np.ndarray, cfg, seed: int) -> "RQKMeansTokenizer":
+    return fit_rq_kmeans(x, cfg.levels, cfg.codebook_size, cfg.niter, seed, cfg.min_points_per_code)
+
+
+@register("rq_kmeans", _fit_from_config)
+class RQKMeansTokenizer(ResidualCodebooks):
+    """codebooks[l]: float32 [K_l, dim]; one faiss.Kmeans per level on the residuals."""

@@ -62,7 +62,7 @@ def test_state_round_trip(fitted):
     again = RQKMeansTokenizer.from_state(arrays, header)
     np.testing.assert_array_equal(again.encode(x), tok.encode(x))
     with pytest.raises(ValueError):
-        RQKMeansTokenizer.from_state(arrays, header.replace("rq_kmeans", "other"))
+        RQKMeansTokenizer.from_state(arrays, {**header, "kind": "other"})
 
 
 @given(n=st.integers(1, 100_000), k=st.integers(2, 1024), m=st.integers(1, 64))

@@ -1,0 +1,147 @@
+"""One interface for every quantizer: fit(vectors, config, seed) -> Tokenizer.
+
+A Tokenizer maps float vectors [n, dim] to int64 codes [n, L] level by level. Every quantizer here is a
+residual tree: the candidates at level l depend on the codes chosen above it. `level_distances`
+exposes that tree (squared distance of each item to every code of level l, given its prefix), which
+is what the collision strategies search when the greedy code tuple is already taken.
+
+State is numpy arrays plus a JSON header, saved as .npz + .json: no pickle anywhere.
+"""
+from __future__ import annotations
+
+import abc
+import json
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+
+ARRAYS_FILE = "codebooks.npz"
+HEADER_FILE = "tokenizer.json"
+
+
+class Tokenizer(abc.ABC):
+    kind: ClassVar[str]
+
+    @property
+    @abc.abstractmethod
+    def level_sizes(self) -> tuple[int, ...]:
+        """Number of codes at each level."""
+
+    @property
+    @abc.abstractmethod
+    def dim(self) -> int:
+        """Dimension of the input vectors."""
+
+    @property
+    def levels(self) -> int:
+        return len(self.level_sizes)
+
+    def latent(self, x: np.ndarray) -> np.ndarray:
+        """The space the codes quantize (an encoder's output for RQ-VAE; the input itself otherwise)."""
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+    @abc.abstractmethod
+    def level_distances(self, z: np.ndarray, prefix: np.ndarray, level: int) -> np.ndarray:
+        """Squared distances [n, K_level] from latents z [n, d] to each code of `level`, given the codes
+        `prefix` [n, level] chosen above it. Codes not valid under a prefix are +inf. Plain numpy."""
+
+    @abc.abstractmethod
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        """Fast path (FAISS or torch): int64 [n, L]."""
+
+    def encode_reference(self, x: np.ndarray) -> np.ndarray:
+        """Slow, obviously-correct greedy descent over `level_distances`; tests hold `encode` to it."""
+        z = np.asarray(self.latent(x), dtype=np.float32)
+        codes = np.zeros((z.shape[0], self.levels), dtype=np.int64)
+        for level in range(self.levels):
+            for start in range(0, z.shape[0], 1024):
+                part = slice(start, start + 1024)
+                codes[part, level] = self.level_distances(z[part], codes[part, :level], level).argmin(1)
+        return codes
+
+    @abc.abstractmethod
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        """Codes [n, L] back to input-space vectors float32 [n, dim]."""
+
+    @abc.abstractmethod
+    def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """(arrays, header): everything `from_state` needs. The header must be JSON-serialisable and
+        carries "kind"."""
+
+    @classmethod
+    @abc.abstractmethod
+    def from_state(cls, arrays: dict[str, np.ndarray], header: dict[str, Any]) -> "Tokenizer":
+        ...
+
+
+# name -> Tokenizer class (for load) and name -> fit function (for fit)
+_CLASSES: dict[str, type[Tokenizer]] = {}
+_FITTERS: dict[str, Callable[..., Tokenizer]] = {}
+
+
+def register(kind: str, fitter: Callable[..., Tokenizer]):
+    """Class decorator: `@register("rq_kmeans", fit_rq_kmeans_config)`; fitter(x, cfg, seed)."""
+    def wrap(cls: type[Tokenizer]) -> type[Tokenizer]:
+        cls.kind = kind
+        _CLASSES[kind] = cls
+        _FITTERS[kind] = fitter
+        return cls
+    return wrap
+
+
+QUANTIZER_MODULES = ("rq_kmeans", "faiss_rq", "rq_balanced", "rqvae", "gaoq")
+
+
+def _ensure_registered() -> None:
+    # Importing the modules runs their @register decorators.
+    import importlib
+    import importlib.util
+
+    for name in QUANTIZER_MODULES:
+        module = f"genrec_core.quantize.{name}"
+        if importlib.util.find_spec(module) is not None:  # TODO(issue 4): drop once all five exist
+            importlib.import_module(module)
+
+
+def quantizer_names() -> tuple[str, ...]:
+    _ensure_registered()
+    return tuple(sorted(_FITTERS))
+
+
+def fit(name: str, x: np.ndarray, cfg, seed: int) -> Tokenizer:
+    """Fits quantizer `name` on x float32 [n, dim] with a TokenizeConfig."""
+    _ensure_registered()
+    if name not in _FITTERS:
+        raise ValueError(f"unknown quantizer {name!r}; choose one of {sorted(_FITTERS)}")
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise ValueError(f"need a non-empty [n, dim] matrix to fit {name!r}, got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError(f"{int((~np.isfinite(x)).any(1).sum())} input vectors have NaN or inf values")
+    return _FITTERS[name](x, cfg, seed)
+
+
+def from_state(arrays: dict[str, np.ndarray], header: dict[str, Any]) -> Tokenizer:
+    _ensure_registered()
+    kind = header.get("kind")
+    if kind not in _CLASSES:
+        raise ValueError(f"unknown tokenizer kind {kind!r}; known kinds are {sorted(_CLASSES)}")
+    return _CLASSES[kind].from_state(arrays, header)
+
+
+def save(tok: Tokenizer, folder: Path, meta: dict[str, Any] | None = None) -> None:
+    """Writes codebooks.npz and tokenizer.json (header plus caller metadata) into `folder`."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays, header = tok.state()
+    np.savez(folder / ARRAYS_FILE, **arrays)
+    (folder / HEADER_FILE).write_text(json.dumps({**(meta or {}), **header}, indent=2, sort_keys=True))
+
+
+def load(folder: Path) -> Tokenizer:
+    folder = Path(folder)
+    header = json.loads((folder / HEADER_FILE).read_text())
+    with np.load(folder / ARRAYS_FILE, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    return from_state(arrays, header)
