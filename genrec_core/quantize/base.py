@@ -96,12 +96,9 @@ QUANTIZER_MODULES = ("rq_kmeans", "faiss_rq", "rq_balanced", "rqvae", "gaoq")
 def _ensure_registered() -> None:
     # Importing the modules runs their @register decorators.
     import importlib
-    import importlib.util
 
     for name in QUANTIZER_MODULES:
-        module = f"genrec_core.quantize.{name}"
-        if importlib.util.find_spec(module) is not None:  # TODO(issue 4): drop once all five exist
-            importlib.import_module(module)
+        importlib.import_module(f"genrec_core.quantize.{name}")
 
 
 def quantizer_names() -> tuple[str, ...]:
