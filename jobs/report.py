@@ -1,0 +1,278 @@
+"""The SID quality report of a published map: report.json, report.md and PNG figures, also logged to
+MLflow (experiment "genrec-reports").
+
+The map is `item_sid` as of its publish (the latest version for the current map, else the Delta version
+the manifest `sid_map_versions` recorded); `items` and `item_embeddings` are read at the input versions
+the map was built from. Where time travel fails (vacuumed history) the latest version is read and the
+report says so. The previous map is the last other map in item_sid's Delta history before this one;
+churn is measured against it.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from jobs import delta_io, registry
+from jobs.context import RunContext
+from schemas import tables as S
+
+EXPERIMENT = "genrec-reports"
+
+
+class NoPublishedMap(RuntimeError):
+    """There is no published SID map (or not the one asked for)."""
+
+
+# ---------------------------------------------------------------------------------------------------
+# Which map, and which one came before it
+
+
+def manifest_rows(ctx: RunContext) -> list[dict]:
+    """Every published map, oldest first (by the item_sid version each publish produced)."""
+    if not delta_io.table_exists(ctx.spark, ctx.settings, S.SID_MAP_VERSIONS):
+        return []
+    rows = [r.asDict() for r in delta_io.read(ctx.spark, ctx.settings, S.SID_MAP_VERSIONS).collect()]
+    return sorted(rows, key=lambda r: (r["item_sid_version"], r["map_version"]))
+
+
+def current_map_version(ctx: RunContext) -> Optional[str]:
+    if not delta_io.table_exists(ctx.spark, ctx.settings, S.ITEM_SID):
+        return None
+    found = delta_io.read(ctx.spark, ctx.settings, S.ITEM_SID).select("map_version").distinct().limit(2).collect()
+    return found[0][0] if len(found) == 1 else None
+
+
+def choose_map(rows: list[dict], map_version: Optional[str], current: Optional[str]) -> dict:
+    """The manifest row of the map to report: `map_version`, or the map now in item_sid."""
+    wanted = map_version or current
+    if not rows or wanted is None:
+        raise NoPublishedMap("no published SID map: run the pipeline through the publish stage first")
+    for row in rows:
+        if row["map_version"] == wanted:
+            return row
+    known = ", ".join(r["map_version"] for r in rows)
+    raise NoPublishedMap(f"map version {wanted!r} was never published; published versions: {known}")
+
+
+def map_table_version(ctx: RunContext, row: dict, current: Optional[str]) -> int:
+    """The item_sid version to read: the latest for the current map (a map published again after another
+    one keeps its first manifest entry), else the version its publish produced."""
+    if row["map_version"] == current:
+        return delta_io.latest_version(ctx.spark, ctx.settings, S.ITEM_SID)
+    return int(row["item_sid_version"])
+
+
+def previous_map(ctx: RunContext, before: int, map_version: str, notes: list[str],
+                 max_steps: int = 100) -> Optional[tuple[int, str]]:
+    """(item_sid version, map version) of the last map in item_sid's history before `before` that is
+    not `map_version`. Walks back one Delta version at a time; each publish changes the map version, so
+    this usually stops after one step."""
+    for version in range(before - 1, max(-1, before - 1 - max_steps), -1):
+        try:
+            found = delta_io.read(ctx.spark, ctx.settings, S.ITEM_SID, version).select("map_version").distinct()
+            names = [r[0] for r in found.limit(2).collect()]
+        except Exception as err:  # noqa: BLE001 - vacuumed history ends the walk; the report says so
+            notes.append(f"item_sid history unreadable at version {version} ({type(err).__name__}); no churn")
+            return None
+        if names and names != [map_version]:
+            return version, names[0]
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reading the map and its inputs as of the publish
+
+
+def _read_at(ctx: RunContext, spec, version: Optional[int], notes: list[str]):
+    """The table at `version`, or the latest one (with a note) when that version cannot be read."""
+    if version is not None:
+        try:
+            df = delta_io.read(ctx.spark, ctx.settings, spec, int(version))
+            df.limit(1).collect()  # time travel fails here when the version's log is gone
+            return df
+        except Exception as err:  # noqa: BLE001 - any read failure falls back, and is reported
+            notes.append(f"{spec.name} version {version} unreadable ({type(err).__name__}); read the latest")
+    return delta_io.read(ctx.spark, ctx.settings, spec)
+
+
+def map_rows(ctx: RunContext, version: int, map_version: str):
+    """Spark (item_id, codes) of item_sid at `version`, restricted to `map_version`."""
+    from pyspark.sql import functions as F
+
+    df = delta_io.read(ctx.spark, ctx.settings, S.ITEM_SID, version)
+    return df.where(F.col("map_version") == map_version).select("item_id", "codes")
+
+
+def load_inputs(ctx: RunContext, map_row: dict, sid_version: int, encoder: str, notes: list[str]):
+    """pandas (item_id, codes, vector, category) for the map's items: the vector from the encoder the map
+    was built with (null when missing) and the top-level category ('(none)' when missing)."""
+    from pyspark.sql import functions as F
+
+    inputs = json.loads(map_row["input_versions"])
+    sid = map_rows(ctx, sid_version, map_row["map_version"])
+    emb = _read_at(ctx, S.ITEM_EMBEDDINGS, inputs.get("item_embeddings"), notes)
+    emb = emb.where(F.col("encoder") == encoder).select("item_id", "vector")
+    items = _read_at(ctx, S.ITEMS, inputs.get("items"), notes)
+    top = F.trim(F.split(F.col("categories"), ">").getItem(0))
+    items = items.select("item_id", F.when(F.length(top) > 0, top).otherwise(F.lit("(none)")).alias("category"))
+    joined = sid.join(emb, "item_id", "left").join(items, "item_id", "left")
+    pdf = joined.orderBy("item_id").toPandas()
+    pdf["category"] = pdf["category"].fillna("(none)")
+    return pdf
+
+
+def load_tokenizer(ctx: RunContext, map_version: str, notes: list[str]):
+    """The map's tokenizer: its staging folder if still there, else the registered MLflow version."""
+    from genrec_core.quantize import base
+
+    folder = ctx.settings.staging / "tokenizer" / map_version
+    if (folder / base.ARRAYS_FILE).is_file():
+        return base.load(folder)
+    import mlflow
+
+    version = registry.find_version(registry.client(ctx.settings), registry.TOKENIZER_MODEL, map_version)
+    if version is None:
+        notes.append("tokenizer not found (staging folder or MLflow); reconstruction not computed")
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        return base.load(Path(mlflow.artifacts.download_artifacts(artifact_uri=version.source, dst_path=tmp)))
+
+
+def semantic_codes(codes: np.ndarray, levels: int, collisions: str, tok, x, notes: list[str]) -> np.ndarray:
+    """Codes before collision resolution. dedup_digit keeps them as the first `levels` codes; the other
+    strategies move items to other codes, so their pre-resolution codes are re-encoded from x."""
+    if collisions == "dedup_digit":
+        return codes[:, :levels]
+    if tok is not None and x is not None:
+        return np.asarray(tok.encode(x), dtype=np.int64)
+    notes.append(f"collisions={collisions}: no tokenizer or vectors to re-encode; pre-resolution figures "
+                 "use the published codes")
+    return codes[:, :levels]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Output
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def write_outputs(out_dir: Path, document: dict, markdown: str, figures: dict) -> list[Path]:
+    """report.json, report.md and plots/<name>.png, each written atomically; other files are left alone."""
+    (out_dir / "plots").mkdir(parents=True, exist_ok=True)
+    files = {out_dir / "report.json": json.dumps(document, indent=2, sort_keys=True).encode(),
+             out_dir / "report.md": markdown.encode()}
+    files.update({out_dir / "plots" / f"{name}.png": _png(fig) for name, fig in figures.items()})
+    for path, data in files.items():
+        _write_atomic(path, data)
+    return sorted(files)
+
+
+def report_experiment(c, settings) -> str:
+    exp = c.get_experiment_by_name(EXPERIMENT)
+    if exp is not None:
+        return exp.experiment_id
+    # Same artifact root as the main experiment; without it MLflow would write ./mlruns in the cwd.
+    settings.mlflow_artifacts.mkdir(parents=True, exist_ok=True)
+    return c.create_experiment(EXPERIMENT, artifact_location=settings.mlflow_artifacts.as_uri())
+
+
+def log_to_mlflow(ctx: RunContext, files: list[Path], out_dir: Path, document: dict, metrics: dict) -> str:
+    """One run per distinct report: a rerun whose report.json is identical finds the earlier run."""
+    import mlflow
+
+    c = registry.client(ctx.settings)
+    exp_id = report_experiment(c, ctx.settings)
+    digest = hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()[:16]
+    found = c.search_runs([exp_id], filter_string=f"tags.fingerprint = '{digest}'", max_results=1)
+    if found:
+        return found[0].info.run_id
+    meta = document["meta"]
+    with mlflow.start_run(experiment_id=exp_id, run_name=f"sid-report-{meta['map_version']}") as run:
+        mlflow.log_metrics(metrics)
+        mlflow.set_tags({"map_version": meta["map_version"], "fingerprint": digest,
+                         "previous_map_version": meta["previous_map_version"] or ""})
+        for path in files:
+            folder = path.parent.relative_to(out_dir).as_posix()
+            mlflow.log_artifact(str(path), artifact_path=None if folder == "." else folder)
+    return run.info.run_id
+
+
+# ---------------------------------------------------------------------------------------------------
+# The stage
+
+
+def _codes(series) -> np.ndarray:
+    return np.stack(series.to_numpy()).astype(np.int64)
+
+
+def compute(ctx: RunContext, row: dict, sid_version: int, previous: Optional[tuple[int, str]],
+            notes: list[str]):
+    """(SIDReport, semantic codes, semantic level sizes) of the map in `row`, read at `sid_version`."""
+    from genrec_core.quantize.metrics import sid_report
+
+    tok_cfg, metrics = json.loads(row["config"]), json.loads(row["metrics"])
+    levels = int(tok_cfg.get("levels") or len(metrics["levels"]))
+    level_sizes = tuple(tok_cfg.get("level_sizes") or [lv["codebook_size"] for lv in metrics["levels"]])
+    pdf = load_inputs(ctx, row, sid_version, tok_cfg["encoder"], notes)
+    codes, x = _codes(pdf.codes), None
+    if pdf.vector.notna().all():
+        x = np.stack(pdf.vector.to_numpy()).astype(np.float32)
+    else:
+        notes.append(f"{int(pdf.vector.isna().sum())} items have no '{tok_cfg['encoder']}' vector; "
+                     "kNN and reconstruction not computed")
+    tok = load_tokenizer(ctx, row["map_version"], notes) if x is not None else None
+    semantic = semantic_codes(codes, levels, tok_cfg.get("collisions", "dedup_digit"), tok, x, notes)
+    prev = None
+    if previous is not None:
+        prev_pdf = map_rows(ctx, *previous).orderBy("item_id").toPandas()
+        prev = (prev_pdf.item_id.to_numpy(dtype=str), _codes(prev_pdf.codes))
+    report = sid_report(semantic, level_sizes, x, x_hat=tok.decode(semantic) if tok is not None else None,
+                        categories=pdf.category.to_numpy(dtype=str), previous=prev, seed=ctx.config.seed,
+                        final_codes=codes, item_ids=pdf.item_id.to_numpy(dtype=str))
+    return report, semantic, level_sizes
+
+
+def main(ctx: RunContext, map_version: Optional[str] = None, out_dir: Optional[Path] = None) -> dict:
+    """Reports on `map_version` (default: the map now in item_sid). Writes to out_dir (default
+    <GENREC_HOME>/reports/<map_version>/) and logs the files to MLflow."""
+    from genrec_core.quantize.report import flat_metrics, plot_figures, to_markdown
+
+    current = current_map_version(ctx)
+    row = choose_map(manifest_rows(ctx), map_version, current)
+    notes: list[str] = []
+    sid_version = map_table_version(ctx, row, current)
+    previous = previous_map(ctx, sid_version, row["map_version"], notes)
+    report, semantic, level_sizes = compute(ctx, row, sid_version, previous, notes)
+    tok_cfg = json.loads(row["config"])
+    meta: dict[str, Any] = {
+        "map_version": row["map_version"], "tokenizer_version": row["tokenizer_version"],
+        "item_sid_version": sid_version, "published_at": str(row["published_at"]),
+        "previous_map_version": previous[1] if previous else None,
+        "previous_item_sid_version": previous[0] if previous else None,
+        "encoder": tok_cfg.get("encoder"), "quantizer": tok_cfg.get("kind"),
+        "collisions": tok_cfg.get("collisions", "dedup_digit"), "notes": "; ".join(notes) or None}
+    document = {"meta": meta, "report": report.to_dict()}
+    markdown = to_markdown(report, f"SID quality report: map {row['map_version']}", meta)
+    out_dir = Path(out_dir) if out_dir else ctx.settings.home / "reports" / row["map_version"]
+    files = write_outputs(out_dir, document, markdown, plot_figures(report, semantic, level_sizes))
+    run_id = log_to_mlflow(ctx, files, out_dir, document, flat_metrics(report))
+    return {"map_version": row["map_version"], "previous_map_version": meta["previous_map_version"],
+            "out_dir": str(out_dir), "files": [str(f) for f in files], "mlflow_run_id": run_id,
+            "markdown": markdown, "report": report.to_dict(), "notes": notes}

@@ -1,0 +1,56 @@
+"""The report job on Spark + Delta + MLflow: a map published after another one, reported against it."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def two_maps(ctx):
+    """Publishes a map from another seed, then the tiny profile's own map again (so item_sid ends as
+    test_publish left it). Returns (other map version, current map version)."""
+    from jobs import pipeline
+
+    other = dataclasses.replace(ctx, config=dataclasses.replace(ctx.config, seed=ctx.config.seed + 1),
+                                results={})
+    for stage in ("ingest", "embed"):
+        pipeline.run_stage(ctx, stage)
+    for run_ctx in (other, ctx):
+        for stage in ("tokenize", "gate", "publish"):
+            pipeline.run_stage(run_ctx, stage)
+    return other.results["tokenize"]["map_version"], ctx.results["tokenize"]["map_version"]
+
+
+def test_report_of_the_current_map(two_maps, ctx, tmp_path):
+    from mlflow import MlflowClient
+
+    from genrec_core.quantize.metrics import SIDReport
+    from jobs import report, registry
+
+    previous, current = two_maps
+    result = report.main(ctx, out_dir=tmp_path)
+    assert (result["map_version"], result["previous_map_version"]) == (current, previous)
+    names = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()}
+    assert {"report.json", "report.md", "plots/items_per_sid.png", "plots/level_1_usage.png"} <= names
+
+    document = json.loads((tmp_path / "report.json").read_text())
+    r = SIDReport.from_dict(document["report"])
+    assert r == SIDReport.from_dict(result["report"]) and document["meta"]["notes"] is None
+    staged = ctx.results["tokenize"]["metrics"]
+    n_items = ctx.spark.sql("SELECT count(*) FROM genrec.items").first()[0]
+    assert r.n_items == staged["n_items"] == n_items
+    assert r.collision_rate == pytest.approx(staged["collision_rate"])
+    assert r.reconstruction_rel_error == pytest.approx(staged["reconstruction_rel_error"], rel=1e-4)
+    assert r.resolved.unique_share == 1.0 and r.knn.knn_sample == n_items and r.purity.n_categories > 1
+    assert r.churn.n_common == n_items and r.churn.n_added == r.churn.n_removed == 0
+    assert 0.0 < r.churn.sid_changed <= 1.0                 # another seed moves items
+
+    registry.client(ctx.settings)
+    run = MlflowClient().get_run(result["mlflow_run_id"])
+    assert run.data.tags["map_version"] == current and run.data.metrics["collision_rate"] == r.collision_rate
+    # The same report again is not logged twice.
+    assert report.main(ctx, out_dir=tmp_path)["mlflow_run_id"] == result["mlflow_run_id"]
