@@ -23,12 +23,13 @@ export SPARK_LOCAL_IP := 127.0.0.1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONDONTWRITEBYTECODE :=
 
-.PHONY: install demo test test-fast bench jars clean-outputs help
+.PHONY: install demo test test-fast bench bench-tokenize jars clean-outputs help
 
 help:
 	@echo "make demo   install everything, then run the pipeline on the built-in synthetic data"
 	@echo "make test   install everything, then run the test suite"
 	@echo "make bench  run the benchmarks"
+	@echo "make bench-tokenize  tokenizer zoo: SID quality on real catalogues, speed against raw FAISS"
 
 install: $(STAMP) $(JARS_STAMP)
 
@@ -59,6 +60,11 @@ test-fast: install
 
 bench: install
 	$(VENV)/bin/python benchmarks/rq_encode.py
+
+# Every quantizer x collision strategy on Beauty and Scientific, peers' SIDs, and 10^6-vector speed
+# against raw FAISS; writes benchmarks/results/tokenize.json (about 30 min on 2 cores).
+bench-tokenize: install
+	$(VENV)/bin/python benchmarks/tokenizer_zoo.py
 
 clean-outputs:
 	rm -rf lakehouse mlruns airflow_home spark-warehouse metastore_db derby.log

@@ -19,17 +19,27 @@ HOME_HELP = "Folder holding lakehouse/ and mlruns/ (default: current folder; env
 PROFILE_HELP = "Config profile: demo (default), tiny (tests), cpu (real data, small budget), gpu."
 SET_HELP = "Override one config key, e.g. --set train.max_steps=200 (repeatable)."
 CONFIG_HELP = "A TOML or JSON file with config sections (unknown keys are errors)."
+TOKENIZER_HELP = ("Quantizer: rq_kmeans (default; FAISS k-means per residual level), faiss_rq (FAISS "
+                  "ResidualQuantizer, beam search), rq_kmeans_balanced (equal-size clusters, OneRec), rqvae "
+                  "(TIGER's RQ-VAE in torch), gaoq (ReSID's globally aligned orthogonal quantization).")
+EMBEDDER_HELP = ("Item vectors: text (default; local HF encoder), als (Spark ALS item factors), fused "
+                 "(text + ALS), famae (ReSID field-aware masked auto-encoder over histories).")
+COLLISIONS_HELP = ("How items sharing a SID are told apart: dedup_digit (default; TIGER's extra digit), "
+                   "cap_reassign (FORGE; cap items per SID, overflow to the nearest free code), rrs "
+                   "(recursive residual search, unique SIDs with no extra token), ecm (exhaustive candidate "
+                   "matching; small catalogues).")
 DATASET_HELP = "'synthetic' (built-in, deterministic) or 'p5:PATH' (sequential_data.txt + items.jsonl)."
 
 
-def _config(profile: str, config_file: Optional[Path], dataset: Optional[str], sets: List[str]):
+def _config(profile: str, config_file: Optional[Path], dataset: Optional[str], sets: List[str],
+            choices: tuple[str, ...] = ()):
     from genrec_core.config import ConfigError, load_config
 
     file_data = None
     if config_file:
         text = config_file.read_text()
         file_data = tomllib.loads(text) if config_file.suffix == ".toml" else json.loads(text)
-    overrides = tuple(sets) + ((f"data.dataset={dataset}",) if dataset else ())
+    overrides = tuple(sets) + ((f"data.dataset={dataset}",) if dataset else ()) + choices
     try:
         return load_config(profile, file_data, overrides)
     except ConfigError as err:
@@ -60,16 +70,25 @@ def run(dataset: Optional[str] = typer.Option(None, "--dataset", help=DATASET_HE
         config: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP, exists=True),
         set_: List[str] = typer.Option([], "--set", help=SET_HELP),
         stages: Optional[str] = typer.Option(None, help="Comma-separated subset of stages to run, in order."),
+        tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help=TOKENIZER_HELP),
+        embedder: Optional[str] = typer.Option(None, "--embedder", help=EMBEDDER_HELP),
+        collisions: Optional[str] = typer.Option(None, "--collisions", help=COLLISIONS_HELP),
         home: Optional[Path] = typer.Option(None, help=HOME_HELP)):
     """Run the whole pipeline: ingest, sequences, embed, tokenize, gate, publish, train (+ evaluate).
+
+    --tokenizer, --embedder and --collisions pick the algorithms (stored in MLflow and sid_map_versions).
 
     Reruns are idempotent: the same input leaves every table's rows and every item's SID unchanged.
     """
     from jobs import pipeline, summary
     from jobs.gate import GateFailed
+    from jobs.tokenize import UnplacedItems
 
     _home(home)
-    cfg = _config(profile, config, dataset, set_)
+    choices = tuple(f"{key}={value}" for key, value in (("tokenize.quantizer", tokenizer),
+                                                         ("embed.embedder", embedder),
+                                                         ("tokenize.collisions", collisions)) if value)
+    cfg = _config(profile, config, dataset, set_, choices)
     _check_dataset(cfg)
     chosen = tuple(s.strip() for s in stages.split(",")) if stages else pipeline.STAGES
     unknown = [s for s in chosen if s not in pipeline.STAGES]
@@ -79,7 +98,7 @@ def run(dataset: Optional[str] = typer.Option(None, "--dataset", help=DATASET_HE
     ctx = pipeline.make_context(cfg)
     try:
         pipeline.run(ctx, chosen, echo=lambda m: typer.secho(m, fg="cyan"))
-    except GateFailed as err:
+    except (GateFailed, UnplacedItems) as err:
         typer.secho(str(err), fg="red", err=True)
         raise typer.Exit(3)
     summary.render(ctx)
@@ -128,6 +147,36 @@ def show_config(profile: str = typer.Option("demo", help=PROFILE_HELP),
                 set_: List[str] = typer.Option([], "--set", help=SET_HELP)):
     """Print the resolved config as JSON (defaults < profile < --config file < --set)."""
     typer.echo(json.dumps(_config(profile, config, dataset, set_).to_dict(), indent=2, sort_keys=True))
+
+
+@app.command()
+def report(map_version: Optional[str] = typer.Option(
+               None, "--map-version", help="Published map version to report on (default: the map now in "
+                                           "genrec.item_sid). `genrec sql \"SELECT map_version, published_at "
+                                           "FROM genrec.sid_map_versions\"` lists them."),
+           out: Optional[Path] = typer.Option(None, "--out", help="Folder for report.json, report.md and "
+                                                                   "plots/*.png (default: HOME/reports/MAP_VERSION)."),
+           home: Optional[Path] = typer.Option(None, help=HOME_HELP)):
+    """SID quality report of a published map: collisions and their Gini, code usage, entropy and
+    H(c_l | c_<l) per level, reconstruction error, kNN neighbourhood preservation against a random
+    baseline, category purity, churn against the previous map version, and figures after collision
+    resolution. Writes JSON, markdown and PNG plots and logs them to MLflow (experiment genrec-reports).
+    """
+    from rich.console import Console
+    from rich.markdown import Markdown
+
+    from jobs import pipeline
+    from jobs import report as report_job
+
+    _home(home)
+    ctx = pipeline.make_context(_config("demo", None, None, []))
+    try:
+        result = report_job.main(ctx, map_version=map_version, out_dir=out)
+    except report_job.NoPublishedMap as err:
+        typer.secho(str(err), fg="red", err=True)
+        raise typer.Exit(2)
+    Console(width=120).print(Markdown(result["markdown"]))
+    typer.secho(f"report written to {result['out_dir']} (MLflow run {result['mlflow_run_id']})", fg="green")
 
 
 def main() -> None:  # pragma: no cover

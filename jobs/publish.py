@@ -47,14 +47,19 @@ def main(ctx: RunContext, tokenize_result: dict) -> dict:
     if existing is not None:
         tok_version = str(existing.version)
     else:
-        flat = {"collision_rate": metrics["collision_rate"], "max_items_per_sid": metrics["max_items_per_sid"],
-                "reconstruction_rel_error": metrics["reconstruction_rel_error"]}
-        flat.update({f"level{i}_entropy_bits": lv["entropy_bits"] for i, lv in enumerate(metrics["levels"])})
+        from genrec_core.quantize.metrics import SIDReport
+        from genrec_core.quantize.report import flat_metrics
+
+        flat = {**flat_metrics(SIDReport.from_dict(metrics["report"])),
+                **{k: metrics[k] for k in ("moved", "collision_rate_all", "unique_sids_after")}}
         tok_version, _ = registry.register_folder(
             c, registry.TOKENIZER_MODEL, Path(tokenize_result["tokenizer_dir"]), map_version,
-            params={"tokenizer": "rq_kmeans", "collisions": "dedup_digit",
+            params={"tokenizer": ctx.config.tokenize.quantizer, "collisions": ctx.config.tokenize.collisions,
+                    "embedder": ctx.config.embed.embedder,
                     **{f"tokenize.{k}": v for k, v in ctx.config.to_dict()["tokenize"].items()}},
-            metrics=flat, tags={"map_version": map_version}, run_name=f"tokenizer-{map_version}")
+            metrics=flat, tags={"map_version": map_version, "quantizer": ctx.config.tokenize.quantizer,
+                                "collisions": ctx.config.tokenize.collisions},
+            run_name=f"tokenizer-{map_version}")
 
     staged = delta_io.read(spark, settings, S.ITEM_SID_STAGED).withColumn("tokenizer_version", F.lit(tok_version))
     sid_version = delta_io.merge_upsert(spark, settings, S.ITEM_SID, staged, ("item_id",), delete_missing=True,

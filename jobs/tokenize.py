@@ -1,12 +1,16 @@
-"""Stage d: fit residual k-means on item embeddings, assign SIDs, separate collisions, measure quality.
+"""Stage d: fit the configured quantizer on item embeddings, assign every item on Spark, resolve
+collisions with the configured strategy, and measure SID quality.
 
-Writes the staged map (`item_sid_staged`) and the tokenizer files (codebooks.npz, tokenizer.json,
-metrics.json) into a staging folder named by the map version; the publish stage registers them.
+The fit runs on the driver over `tokenize.fit_sample` items (all by default). Assignment and
+collision resolution run on executors (jobs/sid_assign.py). Writes the staged map (`item_sid_staged`)
+and the tokenizer folder (codebooks.npz, tokenizer.json, metrics.json) named by the map version; the
+publish stage registers them.
 """
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +20,12 @@ from jobs.context import RunContext, fingerprint
 from schemas import tables as S
 
 
-def load_vectors(ctx: RunContext, encoder: str):
+class UnplacedItems(RuntimeError):
+    """A unique-SID strategy could not give every item its own SID; nothing was staged."""
+
+
+def catalogue_vectors(ctx: RunContext, encoder: str):
+    """(item_id, vector) for every catalogue item; fails clearly if any item lacks a vector."""
     from pyspark.sql import functions as F
 
     spark, settings = ctx.spark, ctx.settings
@@ -25,50 +34,112 @@ def load_vectors(ctx: RunContext, encoder: str):
     missing = items.join(emb, "item_id", "left_anti").count()
     if missing:
         raise RuntimeError(f"{missing} catalogue items have no '{encoder}' embedding; run the embed stage first")
-    pdf = emb.join(items, "item_id").select("item_id", "vector").orderBy("item_id").toPandas()
-    return pdf.item_id.to_numpy(dtype=object), np.stack(pdf.vector.to_numpy()).astype(np.float32)
+    return emb.join(items, "item_id").select("item_id", "vector")
 
 
-def write_tokenizer(folder: Path, tokenizer, meta: dict) -> None:
+def fit_sample(vectors_df, size: int, seed: int):
+    """Deterministic sample (by a seeded hash of item_id) collected to the driver, ordered by item_id."""
+    from pyspark.sql import functions as F
+
+    df = vectors_df
+    if size:
+        df = df.orderBy(F.xxhash64("item_id", F.lit(seed)), "item_id").limit(size)
+    pdf = df.orderBy("item_id").toPandas()
+    return pdf.item_id.to_numpy(dtype=str), np.stack(pdf.vector.to_numpy()).astype(np.float32)
+
+
+def map_fingerprint(assigned_df) -> tuple:
+    """Order-independent digest of the (item_id, sid) pairs, computed on executors."""
+    from pyspark.sql import functions as F
+
+    pair = F.concat_ws("\x1f", "item_id", "sid")
+    row = assigned_df.agg(F.count("*"), F.sum(F.crc32(pair)),
+                          F.sum(F.xxhash64(pair) % F.lit(1 << 40))).first()
+    return tuple(int(v or 0) for v in row)
+
+
+def collision_counts(assigned_df) -> dict:
+    """Over all assigned items: semantic collisions before resolution and SID uniqueness after."""
+    from pyspark.sql import functions as F
+
+    before = assigned_df.groupBy("semantic").count().agg(F.count("*"), F.sum("count"), F.max("count")).first()
+    after = assigned_df.groupBy("sid").count().agg(F.count("*"), F.max("count")).first()
+    moved = assigned_df.where(F.slice("codes", 1, F.size("semantic")) != F.col("semantic")).count()
+    n = int(before[1] or 0)
+    return {"n_items_assigned": n, "collision_rate_all": (n - int(before[0] or 0)) / n if n else 0.0,
+            "max_items_per_sid_all": int(before[2] or 0), "unique_sids_after": int(after[0] or 0),
+            "max_items_per_sid_after": int(after[1] or 0), "moved": int(moved)}
+
+
+def write_tokenizer(folder: Path, tokenizer, meta: dict, metrics: dict) -> None:
     """Atomic: files go to a temp folder that is renamed into place."""
-    tmp = folder.with_name(folder.name + ".tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
-    arrays, header = tokenizer.state()
-    np.savez(tmp / "codebooks.npz", **arrays)
-    (tmp / "tokenizer.json").write_text(json.dumps({**meta, **header}, indent=2, sort_keys=True))
-    if folder.exists():
-        import shutil
+    from genrec_core.quantize import base
 
+    tmp = folder.with_name(folder.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    base.save(tokenizer, tmp, meta)
+    (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    if folder.exists():
         shutil.rmtree(folder)
     os.replace(tmp, folder)
 
 
-def main(ctx: RunContext, encoder: str) -> dict:
-    from genrec_core.quantize.collisions import dedup_digit, sid_strings
-    from genrec_core.quantize.metrics import sid_quality
-    from genrec_core.quantize.rq_kmeans import fit_rq_kmeans
+def top_categories(ctx: RunContext, item_ids: np.ndarray) -> np.ndarray:
+    """Top-level category of each item in `item_ids` ('(none)' when missing), for purity."""
+    from pyspark.sql import functions as F
 
-    spark, settings, cfg = ctx.spark, ctx.settings, ctx.config.tokenize
-    item_ids, x = load_vectors(ctx, encoder)
-    tok = fit_rq_kmeans(x, cfg.levels, cfg.codebook_size, cfg.niter, ctx.config.seed, cfg.min_points_per_code)
+    top = F.trim(F.split(F.col("categories"), ">").getItem(0))
+    pdf = (delta_io.read(ctx.spark, ctx.settings, S.ITEMS)
+           .select("item_id", F.when(F.length(top) > 0, top).otherwise(F.lit("(none)")).alias("c")).toPandas())
+    lookup = dict(zip(pdf.item_id, pdf.c))
+    return np.asarray([lookup.get(i, "(none)") for i in item_ids.tolist()])
+
+
+def quality(tok, item_ids: np.ndarray, x: np.ndarray, categories: np.ndarray, seed: int) -> dict:
+    """SID quality of the semantic codes on the fit sample (the whole catalogue by default): the gate's
+    figures at the top level, the full report under "report"."""
+    from genrec_core.quantize.metrics import sid_quality, sid_report
+
     semantic = tok.encode(x)
-    codes = dedup_digit(semantic, item_ids.astype(str))
-    dedup_size = int(codes[:, -1].max()) + 1
-    metrics = sid_quality(semantic, tok.level_sizes, x, tok.decode(semantic))
-    metrics["dedup_codebook_size"] = dedup_size
-    sids = sid_strings(codes)
-    map_version = fingerprint(sorted(zip(item_ids.tolist(), sids)), cfg, encoder)
-    level_sizes = list(tok.level_sizes) + [dedup_size]
-    meta = {"map_version": map_version, "encoder": encoder, "config": ctx.config.to_dict()["tokenize"],
-            "seed": ctx.config.seed, "code_level_sizes": level_sizes, "collisions": "dedup_digit"}
-    folder = settings.staging / "tokenizer" / map_version
-    write_tokenizer(folder, tok, meta)
-    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    x_hat = tok.decode(semantic)
+    report = sid_report(semantic, tok.level_sizes, x, x_hat, categories=categories, seed=seed, item_ids=item_ids)
+    return {**sid_quality(semantic, tok.level_sizes, x, x_hat), "report": report.to_dict()}
 
-    staged = spark.createDataFrame(
-        [(i, s, [int(c) for c in row], map_version) for i, s, row in zip(item_ids.tolist(), sids, codes)],
-        schema="item_id string, sid string, codes array<int>, map_version string")
+
+def main(ctx: RunContext, encoder: str) -> dict:
+    from pyspark.sql import functions as F
+
+    from genrec_core.quantize import base
+    from jobs import sid_assign
+
+    spark, settings, cfg, seed = ctx.spark, ctx.settings, ctx.config.tokenize, ctx.config.seed
+    vectors = catalogue_vectors(ctx, encoder)
+    sample_ids, x = fit_sample(vectors, cfg.fit_sample, seed)
+    tok = base.fit(cfg.quantizer, x, cfg, seed)
+    assigned, unplaced = sid_assign.assign(spark, vectors, tok, cfg.collisions, cfg)
+    if unplaced:
+        raise UnplacedItems(
+            f"collision strategy {cfg.collisions!r} could not give {len(unplaced)} item(s) a unique SID "
+            f"(first: {unplaced[:10]}); raise tokenize.candidates_per_level or tokenize.levels. "
+            "Nothing was staged.")
+    assigned = assigned.withColumn("sid", F.concat_ws("-", "codes")).cache()
+    metrics = {**quality(tok, sample_ids, x, top_categories(ctx, sample_ids), seed), **collision_counts(assigned),
+               "quantizer": cfg.quantizer, "collisions": cfg.collisions, "fit_items": int(len(sample_ids))}
+    level_sizes = list(tok.level_sizes)
+    if cfg.collisions == "dedup_digit":
+        dedup_size = int(metrics["max_items_per_sid_all"])
+        metrics["dedup_codebook_size"] = dedup_size
+        level_sizes.append(dedup_size)
+    map_version = fingerprint(map_fingerprint(assigned), ctx.config.to_dict()["tokenize"], encoder, seed)
+    meta = {"map_version": map_version, "encoder": encoder, "config": ctx.config.to_dict()["tokenize"],
+            "embed_config": ctx.config.to_dict()["embed"], "seed": seed, "code_level_sizes": level_sizes,
+            "quantizer": cfg.quantizer, "collisions": cfg.collisions}
+    folder = settings.staging / "tokenizer" / map_version
+    write_tokenizer(folder, tok, meta, metrics)
+    staged = assigned.select("item_id", "sid", "codes", F.lit(map_version).alias("map_version"))
     version = delta_io.overwrite(spark, settings, S.ITEM_SID_STAGED, staged)
+    assigned.unpersist()
     return {"map_version": map_version, "tokenizer_dir": str(folder), "metrics": metrics,
             "code_level_sizes": level_sizes, "versions": {"item_sid_staged": version}}
 

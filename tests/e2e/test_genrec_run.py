@@ -82,3 +82,20 @@ def test_bad_config_fails_fast(home):
     proc = subprocess.run([sys.executable, "-m", "jobs.cli", "run", "--set", "train.no_such_key=1"], env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "unknown key" in proc.stderr
+
+
+def test_gaoq_with_rrs_publishes_unique_sids_without_an_extra_token(tmp_path_factory):
+    import json
+
+    home = tmp_path_factory.mktemp("e2e-gaoq")
+    out = genrec(home, "run", "--profile", "tiny", "--tokenizer", "gaoq", "--collisions", "rrs")
+    assert "recall@10" in out
+    rows = list(csv.reader(io.StringIO(genrec(
+        home, "sql", "SELECT count(*), count(DISTINCT sid), max(size(codes)), min(size(codes)) FROM genrec.item_sid",
+        "--output", "csv"))))
+    n, distinct, longest, shortest = map(int, rows[1])
+    assert n == distinct > 0 and longest == shortest == 3  # 3 semantic levels, no dedup digit
+    manifest = list(csv.reader(io.StringIO(genrec(home, "sql", "SELECT config FROM genrec.sid_map_versions",
+                                                  "--output", "csv"))))
+    config = json.loads(manifest[1][0])
+    assert (config["quantizer"], config["collisions"]) == ("gaoq", "rrs")

@@ -38,3 +38,37 @@ def test_recommender_trains_and_decodes_on_cuda():
     ranked = recommend(model, [s[:-1] for s in seqs], tokens, SidTrie(tokens), k=5, num_beams=8,
                        batch_size=8, max_history=5, device="cuda")
     assert ranked.shape == (16, 5) and ((ranked >= 0) & (ranked < 16)).all()
+
+
+def _clustered(n, dim, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(32, dim))[rng.integers(0, 32, n)] + 0.3 * rng.normal(size=(n, dim))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_faiss_gpu_residual_codes_match_cpu(monkeypatch):
+    from genrec_core.quantize.rq_kmeans import faiss_gpus, fit_rq_kmeans
+
+    if faiss_gpus() == 0:
+        pytest.skip("faiss has no GPU support here (faiss-cpu); install the [gpu] extra for faiss-gpu")
+    x = _clustered(20_000, 64, 0)
+    tok = fit_rq_kmeans(x, levels=3, codebook_size=64, niter=10, seed=0)
+    gpu = tok.encode(x)
+    monkeypatch.setenv("GENREC_FAISS_GPU", "0")
+    cpu = tok.encode(x)
+    # GPU distances come from a float32 GEMM: codes may differ on near-ties only.
+    assert (gpu == cpu).all(axis=1).mean() >= 0.999
+
+
+def test_rqvae_encodes_on_cuda_like_cpu():
+    import dataclasses
+
+    from genrec_core.config import load_config
+    from genrec_core.quantize import base
+
+    cfg = load_config("tiny").tokenize
+    cfg = dataclasses.replace(cfg, quantizer="rqvae", codebook_size=16,
+                              rqvae=dataclasses.replace(cfg.rqvae, steps=200, device="cuda"))
+    x = _clustered(4_000, 32, 1)
+    tok = base.fit("rqvae", x, cfg, seed=0)
+    assert (tok.encode(x) == tok.encode_reference(x)).all(axis=1).mean() >= 0.999
