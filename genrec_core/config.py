@@ -213,7 +213,9 @@ PROFILES: dict[str, dict[str, Any]] = {
              "eval": {"num_beams": 10}},
     "tiny": {
         "data": {"synthetic": {"n_users": 150, "n_items": 120, "mean_events_per_user": 8.0}},
-        "tokenize": {"codebook_size": 16, "niter": 10},
+        "tokenize": {"codebook_size": 16, "niter": 10, "rqvae": {"steps": 200, "batch_size": 128}},
+        "embed": {"als": {"rank": 16, "max_iter": 5},
+                  "famae": {"steps": 20, "d_model": 32, "num_heads": 2, "batch_size": 64}},
         "train": {"d_model": 32, "d_ff": 64, "num_layers": 1, "num_decoder_layers": 1,
                   "num_heads": 2, "d_kv": 16, "batch_size": 64, "max_steps": 20,
                   "warmup_steps": 5, "max_minutes": 1.0},
@@ -321,6 +323,15 @@ def validate(cfg: PipelineConfig) -> None:
             raise ConfigError(f"{key} {value!r}: choose one of {', '.join(known)}")
     if t.cap < 1 or t.candidates_per_level < 1 or t.beam_size < 1 or t.fit_sample < 0:
         raise ConfigError("tokenize.cap, candidates_per_level and beam_size must be >= 1; fit_sample >= 0")
+    em = cfg.embed
+    if min(em.shard_size, em.batch_size, em.als.rank, em.als.max_iter, em.famae.d_model, em.famae.num_layers,
+           em.famae.num_heads, em.famae.steps, em.famae.batch_size, em.famae.max_history) < 1:
+        raise ConfigError("embed sizes (shard_size, batch_size, als.rank, als.max_iter, famae.*) must be >= 1")
+    if em.famae.d_model % em.famae.num_heads:
+        raise ConfigError("embed.famae.d_model must be a multiple of embed.famae.num_heads")
+    rv = t.rqvae
+    if min(rv.latent_dim, rv.steps, rv.batch_size, min(rv.hidden_dims, default=1)) < 1:
+        raise ConfigError("tokenize.rqvae sizes (hidden_dims, latent_dim, steps, batch_size) must be >= 1")
     if len(cfg.embed.fused_weights) != 2 or min(cfg.embed.fused_weights) < 0:
         raise ConfigError("embed.fused_weights must be two non-negative weights (text, collaborative)")
     if not e.ks or min(e.ks) < 1:

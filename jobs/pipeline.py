@@ -11,10 +11,9 @@ STAGES = ("ingest", "sequences", "embed", "tokenize", "gate", "publish", "train"
 
 
 def _encoder(ctx: RunContext) -> str:
-    from genrec_core.embed.text import default_model_path
-    from jobs.embed import encoder_name
+    from jobs.embed import encoder_for
 
-    return encoder_name(ctx.config.embed.model_path or default_model_path())
+    return encoder_for(ctx.config)
 
 
 def _tokenize_result(ctx: RunContext) -> dict:
