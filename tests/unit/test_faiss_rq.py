@@ -1,7 +1,6 @@
 """faiss_rq: FAISS beam search against the numpy beam search, determinism, ranges, save/load."""
 from __future__ import annotations
 
-import faiss
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -11,26 +10,11 @@ from genrec_core.config import TokenizeConfig
 from genrec_core.quantize import base
 from genrec_core.quantize.base import Tokenizer
 from genrec_core.quantize.faiss_rq import FaissRQTokenizer, fit_faiss_rq, unpack_codes
+from vectors import clustered
 
 # FAISS's float32 distances and the reference's float64 ones can order two candidates differently
 # when they are equal to ~1e-7; on continuous random data that is rare, so allow 0.5% of rows.
 MIN_AGREEMENT = 0.995
-
-
-def clustered(n, dim, seed):
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(8, dim))
-    x = centres[rng.integers(0, 8, n)] + 0.3 * rng.normal(size=(n, dim))
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_faiss_thread():
-    # Two OpenMP threads spin against each other on a shared 2-core runner (10x slower training).
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

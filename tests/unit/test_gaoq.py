@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import itertools
 
-import faiss
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -14,27 +13,11 @@ from genrec_core.quantize import base
 from genrec_core.quantize.base import Tokenizer
 from genrec_core.quantize.gaoq import (GAOQTokenizer, fit_gaoq, make_anchors, match_to_anchors,
                                       prefix_keys)
-
-
-def clustered(n, dim, seed, noise_seed=None):
-    # Fixed centres per `seed`; `noise_seed` draws new items from the same distribution.
-    centres = np.random.default_rng(seed).normal(size=(8, dim))
-    rng = np.random.default_rng(seed if noise_seed is None else noise_seed + 1000)
-    x = centres[rng.integers(0, 8, n)] + 0.3 * rng.normal(size=(n, dim))
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+from vectors import clustered
 
 
 def sq_error(tok, x, codes):
     return float(((x.astype(np.float64) - tok.decode(codes)) ** 2).sum())
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_faiss_thread():
-    # Two OpenMP threads spin against each other on a shared 2-core runner.
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -9,12 +9,7 @@ import pytest
 from genrec_core.config import COLLISIONS, QUANTIZERS, ConfigError, load_config
 from genrec_core.quantize import base
 from genrec_core.quantize.collisions import STRATEGIES
-
-
-def clustered(n, dim, seed):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(10, dim))[rng.integers(0, 10, n)] + 0.3 * rng.normal(size=(n, dim))
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+from vectors import clustered
 
 
 def small_config(name):

@@ -7,13 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from genrec_core.quantize.rq_kmeans import RQKMeansTokenizer, effective_codebook_size, fit_rq_kmeans
-
-
-def clustered(n, dim, seed):
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(8, dim))
-    x = centres[rng.integers(0, 8, n)] + 0.3 * rng.normal(size=(n, dim))
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+from vectors import clustered
 
 
 @pytest.fixture(scope="module")

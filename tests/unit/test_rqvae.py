@@ -14,6 +14,7 @@ from genrec_core.config import RQVAEConfig, TokenizeConfig
 from genrec_core.quantize import base
 from genrec_core.quantize.rq_kmeans import effective_codebook_size
 from genrec_core.quantize.rqvae import RQVAETokenizer, nearest_codes, restart_dead_codes
+from vectors import clustered
 
 TINY = RQVAEConfig(hidden_dims=(32, 16), latent_dim=8, steps=150, batch_size=64, dead_code_steps=20,
                    device="cpu")
@@ -22,13 +23,6 @@ TINY = RQVAEConfig(hidden_dims=(32, 16), latent_dim=8, steps=150, batch_size=64,
 def tiny_config(**rqvae) -> TokenizeConfig:
     return dataclasses.replace(TokenizeConfig(quantizer="rqvae", codebook_size=8, niter=10),
                                rqvae=dataclasses.replace(TINY, **rqvae))
-
-
-def clustered(n, dim, seed):
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(8, dim))
-    x = centres[rng.integers(0, 8, n)] + 0.3 * rng.normal(size=(n, dim))
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
 @pytest.fixture(scope="module", autouse=True)
