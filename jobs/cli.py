@@ -157,10 +157,11 @@ def report(map_version: Optional[str] = typer.Option(
            out: Optional[Path] = typer.Option(None, "--out", help="Folder for report.json, report.md and "
                                                                    "plots/*.png (default: HOME/reports/MAP_VERSION)."),
            home: Optional[Path] = typer.Option(None, help=HOME_HELP)):
-    """SID quality report of a published map: collisions and their Gini, code usage, entropy and
-    H(c_l | c_<l) per level, reconstruction error, kNN neighbourhood preservation against a random
-    baseline, category purity, churn against the previous map version, and figures after collision
-    resolution. Writes JSON, markdown and PNG plots and logs them to MLflow (experiment genrec-reports).
+    """SID quality report of a published map (JSON, markdown, plots; logged to MLflow).
+
+    Covers collisions and their Gini, code usage, entropy and H(c_l | c_<l) per level, reconstruction
+    error, kNN neighbourhood preservation against a random baseline, category purity, churn against the
+    previous map version, and figures after collision resolution. MLflow experiment: genrec-reports.
     """
     from rich.console import Console
     from rich.markdown import Markdown
