@@ -253,8 +253,14 @@ def main() -> None:
     ap.add_argument("--skip-speed", action="store_true", help="skip the synthetic speed table")
     ap.add_argument("--quantizers", default=",".join(QUANTIZERS))
     ap.add_argument("--strategies", default=",".join(STRATEGIES))
+    ap.add_argument("--torch-threads", type=int, default=1,
+                    help="torch intra-op threads for RQ-VAE; on a shared 2-core host two threads spin against "
+                         "each other (measured ~9x slower per step than one)")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "tokenize.json"))
     args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(args.torch_threads)
     quantizers = tuple(q for q in args.quantizers.split(",") if q)
     strategies = tuple(s for s in args.strategies.split(",") if s)
     cfg: TokenizeConfig = load_config("demo").tokenize  # 3 x 256, TIGER's shape

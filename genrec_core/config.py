@@ -137,8 +137,9 @@ class TokenizeConfig:
     rqvae: RQVAEConfig = field(default_factory=RQVAEConfig)
     # cap_reassign: most items allowed per SID (1 makes SIDs unique).
     cap: int = 1
-    # rrs / ecm / cap_reassign: how many next-best codes per level the search may try.
-    candidates_per_level: int = 4
+    # rrs / ecm / cap_reassign: how many next-best codes per level the search may try. gaoq leaves
+    # little slack (about one valid leaf per training item), and 4 left 1-3 of 120 items unplaced.
+    candidates_per_level: int = 8
     # Fit on at most this many items (0 = all); every item is then assigned with the fitted codebooks.
     fit_sample: int = 0
 
