@@ -66,7 +66,7 @@ def main(ctx: RunContext, tokenize_result: dict) -> dict:
     problems = failures(result)
     rate = tokenize_result["metrics"]["collision_rate"]
     if rate > ctx.config.gate.max_collision_rate:
-        problems.append(f"collision rate before dedup {rate:.3f} exceeds gate.max_collision_rate "
+        problems.append(f"collision rate before resolution {rate:.3f} exceeds gate.max_collision_rate "
                         f"{ctx.config.gate.max_collision_rate}")
     if problems:
         raise GateFailed("The staged SID map failed the publish gate; nothing was published.\n  - "

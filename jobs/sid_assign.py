@@ -16,15 +16,15 @@ _CACHE: dict = {}
 
 
 def _tokenizer(bc):
-    """One tokenizer per executor process and broadcast, not one per batch."""
+    """One tokenizer per executor process and broadcast, not one per batch. Keyed by a digest shipped
+    inside the broadcast: worker-side Broadcast objects have no id, and id() of one is reused."""
     from genrec_core.quantize import base
 
-    key = bc.id if hasattr(bc, "id") else id(bc)
-    if key not in _CACHE:
-        arrays, header = bc.value
+    arrays, header, digest = bc.value
+    if digest not in _CACHE:
         _CACHE.clear()
-        _CACHE[key] = base.from_state(arrays, header)
-    return _CACHE[key]
+        _CACHE[digest] = base.from_state(arrays, header)
+    return _CACHE[digest]
 
 
 def _matrix(vectors, dim: int) -> np.ndarray:
@@ -34,8 +34,15 @@ def _matrix(vectors, dim: int) -> np.ndarray:
 
 
 def broadcast_tokenizer(spark, tok):
+    import hashlib
+    import json
+
     arrays, header = tok.state()
-    return spark.sparkContext.broadcast((arrays, header))
+    h = hashlib.sha256(json.dumps(header, sort_keys=True).encode())
+    for name in sorted(arrays):
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(arrays[name]).tobytes())
+    return spark.sparkContext.broadcast((arrays, header, h.hexdigest()))
 
 
 def greedy_codes(vectors_df, bc, dim: int):

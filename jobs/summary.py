@@ -32,10 +32,18 @@ def render(ctx: RunContext) -> None:
         sid = Table(title=f"SID quality (map {results['tokenize']['map_version']})")
         sid.add_column("metric")
         sid.add_column("value", justify="right")
+        sid.add_row("quantizer / collisions", f"{m['quantizer']} / {m['collisions']}")
         sid.add_row("items", f"{m['n_items']:,}")
-        sid.add_row("collision rate before dedup", f"{m['collision_rate']:.4f}")
-        sid.add_row("max items per SID (dedup codes needed)", str(m["max_items_per_sid"]))
+        sid.add_row("collision rate before resolution", f"{m['collision_rate']:.4f}")
+        sid.add_row("max items per SID before resolution", str(m["max_items_per_sid"]))
+        sid.add_row("unique SIDs after resolution", f"{m['unique_sids_after']:,}")
+        if m["collisions"] != "dedup_digit":
+            sid.add_row("items moved to a free SID", f"{m['moved']:,}")
         sid.add_row("reconstruction rel. error", f"{m['reconstruction_rel_error']:.4f}")
+        report = m.get("report") or {}
+        if report.get("knn"):
+            sid.add_row("kNN preservation (random)",
+                        f"{report['knn']['preservation']:.3f} ({report['knn']['baseline']:.3f})")
         for i, lv in enumerate(m["levels"]):
             sid.add_row(f"level {i}: used / K, entropy bits",
                         f"{lv['used']}/{lv['codebook_size']}, {lv['entropy_bits']:.2f}")
