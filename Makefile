@@ -62,7 +62,7 @@ bench: install
 	$(VENV)/bin/python benchmarks/rq_encode.py
 
 # Every quantizer x collision strategy on Beauty and Scientific, peers' SIDs, and 10^6-vector speed
-# against raw FAISS; writes benchmarks/results/tokenize.json (about 30 min on 2 cores).
+# against raw FAISS; writes benchmarks/results/tokenize.json (about 45 min on 2 cores).
 bench-tokenize: install
 	$(VENV)/bin/python benchmarks/tokenizer_zoo.py
 

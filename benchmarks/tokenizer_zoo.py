@@ -247,7 +247,7 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=1_000_000, help="synthetic vectors for the speed table")
-    ap.add_argument("--fit-n", type=int, default=200_000, help="sample the speed-table quantizers fit on")
+    ap.add_argument("--fit-n", type=int, default=100_000, help="sample the speed-table quantizers fit on")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-real", action="store_true", help="skip the Beauty and Scientific tables")
     ap.add_argument("--skip-speed", action="store_true", help="skip the synthetic speed table")
