@@ -215,6 +215,8 @@ def speed(cfg, n: int, fit_n: int, seed: int, quantizers) -> dict:
         tok, fit_s = timed(lambda: base.fit(q, fit_x, cfg, seed))
         _, enc_s = timed(lambda: tok.encode(x))
         books = getattr(tok, "codebooks", None)
+        if books is not None and books[0].shape[1] != x.shape[1]:
+            books = None  # RQ-VAE's codebooks live in its latent space, not the input's
         if q == "faiss_rq":
             _, raw_s = timed(lambda: raw_faiss_rq_encode(x, books, cfg.beam_size))
             baseline = f"faiss.ResidualQuantizer beam {cfg.beam_size}, same codebooks"
