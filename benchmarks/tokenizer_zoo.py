@@ -23,6 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+# The ceiling for flat residual search (bare IndexFlatL2 per level) is the one rq_encode.py measures.
+from rq_encode import raw_faiss_encode
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 QUANTIZERS = ("rq_kmeans", "faiss_rq", "rq_kmeans_balanced", "rqvae", "gaoq")
@@ -167,20 +170,6 @@ def print_quality(title: str, rows: dict) -> None:
             v = values.get(key)
             cells.append(f"{'-':>10}" if v is None else f"{fmt.format(v):>10}")
         print(f"{name:<34}" + "".join(cells))
-
-
-def raw_faiss_encode(x: np.ndarray, codebooks) -> np.ndarray:
-    """The ceiling: bare IndexFlatL2 search per level and numpy residual updates."""
-    import faiss
-
-    residual = x.copy()
-    codes = np.empty((x.shape[0], len(codebooks)), dtype=np.int64)
-    for level, book in enumerate(codebooks):
-        index = faiss.IndexFlatL2(book.shape[1])
-        index.add(book)
-        codes[:, level] = index.search(residual, 1)[1][:, 0]
-        residual -= book[codes[:, level]]
-    return codes
 
 
 def raw_faiss_rq_encode(x: np.ndarray, codebooks, beam: int) -> np.ndarray:

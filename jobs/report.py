@@ -115,13 +115,14 @@ def load_inputs(ctx: RunContext, map_row: dict, sid_version: int, encoder: str, 
     was built with (null when missing) and the top-level category ('(none)' when missing)."""
     from pyspark.sql import functions as F
 
+    from jobs.tokenize import top_category
+
     inputs = json.loads(map_row["input_versions"])
     sid = map_rows(ctx, sid_version, map_row["map_version"])
     emb = _read_at(ctx, S.ITEM_EMBEDDINGS, inputs.get("item_embeddings"), notes)
     emb = emb.where(F.col("encoder") == encoder).select("item_id", "vector")
     items = _read_at(ctx, S.ITEMS, inputs.get("items"), notes)
-    top = F.trim(F.split(F.col("categories"), ">").getItem(0))
-    items = items.select("item_id", F.when(F.length(top) > 0, top).otherwise(F.lit("(none)")).alias("category"))
+    items = items.select("item_id", top_category().alias("category"))
     joined = sid.join(emb, "item_id", "left").join(items, "item_id", "left")
     pdf = joined.orderBy("item_id").toPandas()
     pdf["category"] = pdf["category"].fillna("(none)")

@@ -85,13 +85,17 @@ def write_tokenizer(folder: Path, tokenizer, meta: dict, metrics: dict) -> None:
     os.replace(tmp, folder)
 
 
-def top_categories(ctx: RunContext, item_ids: np.ndarray) -> np.ndarray:
-    """Top-level category of each item in `item_ids` ('(none)' when missing), for purity."""
+def top_category():
+    """Spark column: the first level of `categories` ('(none)' when missing); purity is measured on it."""
     from pyspark.sql import functions as F
 
     top = F.trim(F.split(F.col("categories"), ">").getItem(0))
-    pdf = (delta_io.read(ctx.spark, ctx.settings, S.ITEMS)
-           .select("item_id", F.when(F.length(top) > 0, top).otherwise(F.lit("(none)")).alias("c")).toPandas())
+    return F.when(F.length(top) > 0, top).otherwise(F.lit("(none)"))
+
+
+def top_categories(ctx: RunContext, item_ids: np.ndarray) -> np.ndarray:
+    """Top-level category of each item in `item_ids` ('(none)' when missing), for purity."""
+    pdf = delta_io.read(ctx.spark, ctx.settings, S.ITEMS).select("item_id", top_category().alias("c")).toPandas()
     lookup = dict(zip(pdf.item_id, pdf.c))
     return np.asarray([lookup.get(i, "(none)") for i in item_ids.tolist()])
 

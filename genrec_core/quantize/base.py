@@ -52,12 +52,16 @@ class Tokenizer(abc.ABC):
 
     def encode_reference(self, x: np.ndarray) -> np.ndarray:
         """Slow, obviously-correct greedy descent over `level_distances`; tests hold `encode` to it."""
+        return self.greedy_descent(x, self.level_distances)
+
+    def greedy_descent(self, x: np.ndarray, distances) -> np.ndarray:
+        """Level by level, the argmin of `distances(z, prefix, level)` given the codes chosen above."""
         z = np.asarray(self.latent(x), dtype=np.float32)
         codes = np.zeros((z.shape[0], self.levels), dtype=np.int64)
         for level in range(self.levels):
             for start in range(0, z.shape[0], 1024):
                 part = slice(start, start + 1024)
-                codes[part, level] = self.level_distances(z[part], codes[part, :level], level).argmin(1)
+                codes[part, level] = distances(z[part], codes[part, :level], level).argmin(1)
         return codes
 
     @abc.abstractmethod

@@ -236,13 +236,7 @@ class GAOQTokenizer(Tokenizer):
 
     def encode_reference(self, x: np.ndarray) -> np.ndarray:
         """Greedy descent over `_gathered_distances`, recomputing each prefix from scratch."""
-        z = np.asarray(self.latent(x), dtype=np.float32)
-        codes = np.zeros((z.shape[0], self.levels), dtype=np.int64)
-        for level in range(self.levels):
-            for start in range(0, z.shape[0], 1024):
-                part = slice(start, start + 1024)
-                codes[part, level] = self._gathered_distances(z[part], codes[part, :level], level).argmin(1)
-        return codes
+        return self.greedy_descent(x, self._gathered_distances)
 
     def decode(self, codes: np.ndarray) -> np.ndarray:
         """codes [n, l] (l <= L; extra columns are ignored) -> centroid of that prefix [n, dim]."""
