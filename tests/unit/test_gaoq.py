@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from genrec_core.config import TokenizeConfig
 from genrec_core.quantize import base
 from genrec_core.quantize.base import Tokenizer
-from genrec_core.quantize.gaoq import (GAOQTokenizer, fit_gaoq, make_anchors, match_to_anchors,
-                                      prefix_keys)
+from genrec_core.quantize.gaoq import (GAOQTokenizer, child_count, fit_gaoq, make_anchors,
+                                      match_to_anchors, prefix_keys)
 from vectors import clustered
 
 
@@ -93,16 +93,54 @@ def test_level_distances_are_finite_exactly_on_the_parents_children(fitted):
         finite = np.isfinite(tok.level_distances(x[:50], codes[:, :level], level))
         parent = prefix_keys(codes, level, tok.k)
         children = (tok.keys[level][None, :] // tok.k == parent[:, None]).sum(1)
-        np.testing.assert_array_equal(finite.sum(1), children)
         assert finite[np.arange(50), codes[:, level]].all()
-    # Level-3 parents hold at most ceil(600 / 16 / 16) = 3 items, so most level-3 codes are unused.
-    assert (children < tok.k).all()
+        if level < tok.levels - 1:
+            np.testing.assert_array_equal(finite.sum(1), children)
+        else:
+            # Level-3 parents hold a few items each, so most codes are fillers, and all K are valid.
+            assert (children < tok.k).all() and finite.all()
+
+
+def test_last_level_fillers_are_scaled_anchors(fitted):
+    x, tok = fitted
+    last = tok.levels - 1
+    parent = tok.fit_codes[:1, :last]
+    key = int(prefix_keys(parent, last, tok.k)[0])
+    taken = set((tok.keys[last][tok.keys[last] // tok.k == key] % tok.k).tolist())
+    free = next(c for c in range(tok.k) if c not in taken)
+    real = tok.words[last][tok.keys[last] // tok.k == key].astype(np.float64)
+    scale = np.sqrt((real ** 2).sum(1).mean()) if real.any() else None
+    offset = tok.decode(np.array([[*parent[0], free]])) - tok.decode(parent)
+    np.testing.assert_allclose(np.linalg.norm(offset), scale if scale is not None
+                               else np.linalg.norm(offset), rtol=1e-4)
+    cos = offset[0] @ tok.anchors[last][free] / np.linalg.norm(offset)
+    assert cos == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.parametrize("m,levels_left,expected", [(47, 2, 7), (49, 2, 7), (50, 2, 8), (8, 3, 2),
+                                                     (9, 3, 3), (1, 2, 1), (300, 1, 16), (5, 1, 5)])
+def test_child_count_shares_the_split_between_the_levels_left(m, levels_left, expected):
+    assert child_count(m, 16, levels_left, root=False) == expected
+    assert child_count(m, 16, levels_left, root=True) == min(16, m)
+
+
+def test_rrs_places_every_item_when_leaves_are_scarce():
+    # Demo-like density: about 1.2 items per leaf of a fit tree, encoded by nearest centroid.
+    from genrec_core.quantize.collisions import resolve
+
+    x = clustered(1200, 16, 4)
+    tok = fit_gaoq(x, levels=3, codebook_size=16, niter=10, seed=0, min_points_per_code=1)
+    cfg = TokenizeConfig(quantizer="gaoq", collisions="rrs", codebook_size=16, candidates_per_level=8)
+    result = resolve("rrs", tok, tok.latent(x), tok.encode(x),
+                     np.array([f"I{i:05d}" for i in range(len(x))]), cfg)
+    assert len(result.unplaced) == 0
+    assert len(np.unique(result.codes, axis=0)) == len(x)
 
 
 def test_level_distances_of_an_unknown_prefix_are_all_inf():
     x = clustered(40, 8, 5)
     tok = fit_gaoq(x, levels=3, codebook_size=8, niter=5, seed=0, min_points_per_code=1)
-    # 8 parents of 5 items at level 2 use 40 of the 64 possible (c1, c2) prefixes.
+    # 8 level-1 parents of 5 items split into 3 children each: 24 of the 64 (c1, c2) prefixes.
     existing = set(tok.keys[1].tolist())
     missing = next(key for key in range(tok.k ** 2) if key not in existing)
     ghost = np.array([divmod(missing, tok.k)])
@@ -190,11 +228,11 @@ def test_save_load_round_trip(fitted, tmp_path):
 
 def test_decode_rejects_codes_the_tree_never_made(fitted):
     _, tok = fitted
-    parent = int(tok.keys[2][0]) // tok.k
-    existing = set(tok.keys[2].tolist())
+    parent = int(tok.keys[1][0]) // tok.k
+    existing = set(tok.keys[1].tolist())
     missing = next(c for c in range(tok.k) if parent * tok.k + c not in existing)
     with pytest.raises(ValueError):
-        tok.decode(np.array([[*divmod(parent, tok.k), missing]]))
+        tok.decode(np.array([[parent, missing, 0]]))
     with pytest.raises(ValueError):
         tok.decode(np.array([[0, tok.k, 0]]))
 
