@@ -104,15 +104,15 @@ def test_level_distances_are_finite_exactly_on_the_parents_children(fitted):
 def test_last_level_fillers_are_scaled_anchors(fitted):
     x, tok = fitted
     last = tok.levels - 1
-    parent = tok.fit_codes[:1, :last]
+    # A parent with several items, so its children have a nonzero RMS norm to scale by.
+    _, first, counts = np.unique(prefix_keys(tok.fit_codes, last, tok.k), return_index=True, return_counts=True)
+    parent = tok.fit_codes[first[counts > 1][:1], :last]
     key = int(prefix_keys(parent, last, tok.k)[0])
-    taken = set((tok.keys[last][tok.keys[last] // tok.k == key] % tok.k).tolist())
-    free = next(c for c in range(tok.k) if c not in taken)
-    real = tok.words[last][tok.keys[last] // tok.k == key].astype(np.float64)
-    scale = np.sqrt((real ** 2).sum(1).mean()) if real.any() else None
+    mine = tok.keys[last] // tok.k == key
+    free = next(c for c in range(tok.k) if c not in set((tok.keys[last][mine] % tok.k).tolist()))
+    scale = np.sqrt((tok.words[last][mine].astype(np.float64) ** 2).sum(1).mean())
     offset = tok.decode(np.array([[*parent[0], free]])) - tok.decode(parent)
-    np.testing.assert_allclose(np.linalg.norm(offset), scale if scale is not None
-                               else np.linalg.norm(offset), rtol=1e-4)
+    np.testing.assert_allclose(np.linalg.norm(offset), scale, rtol=1e-4)
     cos = offset[0] @ tok.anchors[last][free] / np.linalg.norm(offset)
     assert cos == pytest.approx(1.0, abs=1e-4)
 
