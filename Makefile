@@ -23,13 +23,14 @@ export SPARK_LOCAL_IP := 127.0.0.1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONDONTWRITEBYTECODE :=
 
-.PHONY: install demo test test-fast bench bench-tokenize jars clean-outputs help
+.PHONY: install demo test test-fast bench bench-tokenize bench-clean jars clean-outputs help
 
 help:
 	@echo "make demo   install everything, then run the pipeline on the built-in synthetic data"
 	@echo "make test   install everything, then run the test suite"
 	@echo "make bench  run the benchmarks"
 	@echo "make bench-tokenize  tokenizer zoo: SID quality on real catalogues, speed against raw FAISS"
+	@echo "make bench-clean  cleaning throughput vs a plain parquet copy at 1e6, 1e7, 1e8 events"
 
 install: $(STAMP) $(JARS_STAMP)
 
@@ -63,6 +64,11 @@ bench: install
 
 # Every quantizer x collision strategy on Beauty and Scientific, peers' SIDs, and 10^6-vector speed
 # against raw FAISS; writes benchmarks/results/tokenize.json (about 45 min on 2 cores).
+# Generates 1e6, 1e7 and 1e8 synthetic events once (about 12 GB under $(CACHE)/bench/clean), then
+# times the clean stage against a plain parquet copy; writes benchmarks/results/clean_scaling.json.
+bench-clean: install
+	$(VENV)/bin/python benchmarks/clean_scaling.py
+
 bench-tokenize: install
 	$(VENV)/bin/python benchmarks/tokenizer_zoo.py
 

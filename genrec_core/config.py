@@ -25,26 +25,43 @@ EMBEDDERS = ("text", "als", "fused", "famae")
 
 @dataclass(frozen=True)
 class SyntheticConfig:
-    """Size and messiness of the built-in deterministic synthetic dataset."""
+    """Size and messiness of the synthetic dataset of `genrec generate` (jobs/generate.py).
 
-    n_users: int = 2000
+    The defaults are the demo preset; `genrec generate --events N` scales users and items with N.
+    Rates are per clean event; a session carries at most one extra row of each kind.
+    """
+
+    n_users: int = 2000  # bots included
     n_items: int = 1200
+    # Clean human events (exact); 0 = round(human users * mean_events_per_user).
+    n_events: int = 0
     mean_events_per_user: float = 14.0
     min_events_per_user: int = 5
     n_top_categories: int = 6
     n_sub_categories: int = 4
     n_brands: int = 60
     zipf_exponent: float = 1.1
-    duplicate_rate: float = 0.02
-    malformed_rate: float = 0.01
-    unknown_item_rate: float = 0.005
+    duplicate_rate: float = 0.02  # exact copies of a clean row
+    near_duplicate_rate: float = 0.01  # copies 1-10 s after the original
+    malformed_rate: float = 0.01  # split evenly over the six malformed kinds
+    unknown_item_rate: float = 0.005  # item ids missing from the catalogue
+    # Share of users that are bots: 1-3 bot days each, 40-80 events a day within about a minute.
+    bot_user_rate: float = 0.01
+    # Share of sessions that land 1..max_late_days after their event date (keep max_late_days
+    # <= clean.max_late_days, or they are quarantined as late_beyond_window).
+    late_rate: float = 0.02
+    max_late_days: int = 3
     start_date: str = "2026-01-01"
     days: int = 60
+    # Tasks writing the events, each a contiguous run of arrival dates (one file per date it
+    # holds); 0 = about one per million rows. The rows do not depend on it.
+    partitions: int = 0
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Which dataset to ingest: "synthetic" or "p5:PATH" (P5 layout: sequential_data.txt + items.jsonl)."""
+    """Which dataset to ingest: "synthetic", "p5:PATH" (P5 layout: sequential_data.txt + items.jsonl)
+    or "landed:PATH" (events/ + items/ in the raw contract, as `genrec generate` writes them)."""
 
     dataset: str = "synthetic"
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
@@ -55,12 +72,32 @@ class CleanConfig:
     event_types: tuple[str, ...] = ("view", "click", "cart", "fav", "buy", "rate")
     min_event_time: str = "2000-01-01T00:00:00"
     max_event_time: str = "2030-01-01T00:00:00"
+    # An event may land at most this many days after its event date; later ones are quarantined.
+    # A run for date D therefore rewrites event dates [D - max_late_days, D] at most.
+    max_late_days: int = 3
+    # Repeats of (user, item, event type) within this many seconds of the previous kept one collapse.
+    near_duplicate_seconds: int = 30
+    # A user-day with more events than this, or with a median gap between events under
+    # bot_min_median_gap_seconds over at least bot_min_events_for_gap events, is a bot's.
+    bot_max_events_per_day: int = 1000
+    bot_min_median_gap_seconds: float = 1.0
+    bot_min_events_for_gap: int = 20
+    # Iterative k-core over users and items (0 turns it off), bounded by kcore_max_iterations.
+    kcore: int = 5
+    kcore_max_iterations: int = 30
+    # Catalogue text fields longer than this are quarantined rather than embedded.
+    max_text_chars: int = 100_000
 
 
 @dataclass(frozen=True)
 class SequenceConfig:
     # Sequences longer than this keep their most recent items.
     max_len: int = 50
+    # leave_one_out: last item test, second-last valid. temporal: a global cut-off, see temporal_cutoff.
+    split: str = "leave_one_out"
+    # temporal: events before this instant form the history; the first one at or after it is the test
+    # target, and the last one before it the validation target.
+    temporal_cutoff: str = ""
 
 
 @dataclass(frozen=True)
@@ -137,8 +174,7 @@ class TokenizeConfig:
     rqvae: RQVAEConfig = field(default_factory=RQVAEConfig)
     # cap_reassign: most items allowed per SID (1 makes SIDs unique).
     cap: int = 1
-    # rrs / ecm / cap_reassign: how many next-best codes per level the search may try. gaoq leaves
-    # little slack (about one valid leaf per training item), and 4 left 1-3 of 120 items unplaced.
+    # rrs / ecm / cap_reassign: how many next-best codes per level the search may try.
     candidates_per_level: int = 8
     # Fit on at most this many items (0 = all); every item is then assigned with the fitted codebooks.
     fit_sample: int = 0
@@ -314,6 +350,12 @@ def load_config(profile: str = "demo", file_data: Optional[dict[str, Any]] = Non
 
 
 def validate(cfg: PipelineConfig) -> None:
+    from genrec_core.data.kcore import validate_sequence_config  # here: kcore imports this module
+
+    validate_sequence_config(cfg)
+    c = cfg.clean
+    if c.max_late_days < 0 or c.near_duplicate_seconds < 0 or c.bot_max_events_per_day < 1:
+        raise ConfigError("clean.max_late_days and near_duplicate_seconds must be >= 0, bot_max_events_per_day >= 1")
     t, e = cfg.tokenize, cfg.eval
     if t.levels < 1 or t.codebook_size < 2:
         raise ConfigError("tokenize.levels must be >= 1 and tokenize.codebook_size >= 2")
@@ -345,5 +387,5 @@ def validate(cfg: PipelineConfig) -> None:
         raise ConfigError("train sizes (d_model, d_ff, layers, heads, d_kv, batch_size, max_steps, "
                           "max_history) must be positive")
     ds = cfg.data.dataset
-    if ds != "synthetic" and not ds.startswith("p5:"):
-        raise ConfigError(f"data.dataset {ds!r}: expected 'synthetic' or 'p5:PATH'")
+    if ds != "synthetic" and not ds.startswith(("p5:", "landed:")):
+        raise ConfigError(f"data.dataset {ds!r}: expected 'synthetic', 'p5:PATH' or 'landed:PATH'")

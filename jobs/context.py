@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Optional
 
 from genrec_core.config import PipelineConfig
@@ -17,6 +17,8 @@ class RunContext:
     # The run's logical time (Airflow's logical date, or the CLI's start); stamped on published rows only.
     logical_time: datetime
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Daily mode of the clean stage: rewrite only this date's partitions (None: clean everything).
+    partition_date: Optional[date] = None
     _spark: Optional[Any] = None
 
     @property

@@ -26,7 +26,7 @@ def run_stage(ctx: RunContext, name: str) -> dict:
     from jobs import embed, gate, ingest, publish, sequences, tokenize, train
 
     dispatch: dict[str, Callable[[], dict]] = {
-        "ingest": lambda: ingest.main(ctx),
+        "ingest": lambda: ingest.main(ctx, ctx.partition_date),
         "sequences": lambda: sequences.main(ctx),
         "embed": lambda: embed.main(ctx),
         "tokenize": lambda: tokenize.main(ctx, _encoder(ctx)),

@@ -49,7 +49,11 @@ def get_spark(settings: Settings, app_name: str = "genrec"):
         .config("spark.sql.warehouse.dir", str(settings.lakehouse / "_warehouse"))
         .config("spark.hadoop.javax.jdo.option.ConnectionURL",
                 f"jdbc:derby:;databaseName={metastore};create=true")
-        .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={settings.lakehouse}")
+        # Whole-stage codegen of a wide row (the cleaning rules) yields methods over HotSpot's 8 kB
+        # limit, which the JIT then never compiles; interpreted they run about 3x slower.
+        .config("spark.driver.extraJavaOptions",
+                f"-Dderby.system.home={settings.lakehouse} -XX:-DontCompileHugeMethods")
+        .config("spark.executor.extraJavaOptions", "-XX:-DontCompileHugeMethods")
         .config("spark.sql.adaptive.enabled", "true")
         .config("spark.sql.shuffle.partitions", os.environ.get("GENREC_SHUFFLE_PARTITIONS", "8"))
         .config("spark.sql.session.timeZone", "UTC")

@@ -46,16 +46,65 @@ SPLITS = ("train", "valid", "test")
 
 # Quarantine reason codes. A quarantined row keeps its raw form next to one of these.
 REASONS = {
+    "malformed_row": "the line did not parse in the source layout (wrong column count, broken JSON or quoting)",
+    "undecodable_text": "a field holds bytes that are not valid UTF-8 (U+FFFD) or control characters",
     "null_user_id": "user_id is null or empty",
     "null_item_id": "item_id is null or empty",
     "bad_event_time": "event_time does not parse as a timestamp",
-    "event_time_out_of_window": "event_time lies outside [clean.min_event_time, clean.max_event_time)",
+    "event_time_out_of_window": "event_time lies outside [clean.min_event_time, clean.max_event_time), or (daily runs) after the day it landed",
+    "late_beyond_window": "the event arrived more than clean.max_late_days after its event date",
     "unknown_event_type": "event_type is not one of the configured event types",
     "bad_rating": "rating does not parse as a number in [0, 5]",
     "unknown_item": "item_id is not in the item catalogue",
     "null_item_key": "catalogue row without an item_id",
     "duplicate_item_key": "catalogue row repeating an item_id already seen (first by content order wins)",
+    "oversized_field": "a catalogue text field is longer than clean.max_text_chars",
 }
+
+# Rules that remove valid rows on purpose. They are counted per rule in ingest_audit, not quarantined.
+REMOVAL_RULES = {
+    "exact_duplicate": "the same event (user, item, type, time, session, rating) again; the earliest arrival wins",
+    "near_duplicate": "same user, item and event type within clean.near_duplicate_seconds of the previous such event that day",
+    "bot_user_day": "the user's events on that day exceed clean.bot_max_events_per_day or come faster than a human",
+    "kcore": "dropped by the iterative k-core filter (user or item with fewer than clean.kcore events)",
+    "truncated": "older than the sequence's most recent sequences.max_len items",
+    "after_test_target": "temporal split: later than the user's first event at or after the cut-off",
+    "no_history": "temporal split: the user has no event before the cut-off, so the test target has no history",
+}
+
+# The layout every adapter maps its source onto. All strings, as landed: typing is the clean
+# stage's job, so a bad value becomes a quarantine row instead of a read failure.
+RAW_EVENTS = TableSpec(
+    name="raw_events",
+    doc="Landed interaction events in the raw contract (parquet under the landing folder, not Delta).",
+    columns=(
+        Column("user_id", "string", True),
+        Column("item_id", "string", True),
+        Column("event_type", "string", True, "view, click, cart, fav, buy or rate, before validation."),
+        Column("event_time", "string", True, "ISO-8601 or epoch seconds."),
+        Column("session_id", "string", True),
+        Column("rating", "string", True),
+        Column("source", "string", True, "Adapter and file the row came from."),
+        Column("malformed", "string", True, "The raw line when the adapter could not parse it; null otherwise."),
+        Column("ingest_date", "string", False, "Arrival date (YYYY-MM-DD) of the batch; the landing partition."),
+    ),
+    partition_by=("ingest_date",),
+)
+
+RAW_ITEMS = TableSpec(
+    name="raw_items",
+    doc="Landed catalogue rows in the raw contract (parquet under the landing folder, not Delta).",
+    columns=(
+        Column("item_id", "string", True),
+        Column("title", "string", True),
+        Column("brand", "string", True),
+        Column("categories", "string", True, "Category path, 'Top > Sub > Leaf'."),
+        Column("price", "string", True),
+        Column("description", "string", True),
+        Column("attributes", "string", True, "Free-form attributes as a JSON object."),
+        Column("malformed", "string", True, "The raw line when the adapter could not parse it; null otherwise."),
+    ),
+)
 
 ITEMS = TableSpec(
     name="items",
@@ -67,6 +116,7 @@ ITEMS = TableSpec(
         Column("categories", "string", True, "Category path, 'Top > Sub > Leaf'."),
         Column("price", "double", True),
         Column("description", "string", True),
+        Column("attributes", "string", True, "Free-form attributes as a JSON object."),
         Column("content_hash", "string", False, "sha256 of the embedded fields (title, brand, categories); drives incremental embedding."),
     ),
     unique=(("item_id",),),
@@ -74,14 +124,17 @@ ITEMS = TableSpec(
 
 INTERACTIONS_CLEAN = TableSpec(
     name="interactions_clean",
-    doc="Typed, de-duplicated interaction events whose item is in the catalogue.",
+    doc=("Typed, de-duplicated interaction events whose item is in the catalogue. Each event_date "
+         "partition is rewritten whole (replaceWhere) from every landed batch holding its events."),
     columns=(
-        Column("event_id", "string", False, "sha256 of the raw row; the event's unique key."),
+        Column("event_id", "string", False, "md5 of the identity fields (user, item, type, time, session, rating as landed); the event's unique key."),
         Column("user_id", "string", False),
         Column("item_id", "string", False),
         Column("event_type", "string", False),
         Column("event_time", "timestamp", False, "UTC."),
+        Column("session_id", "string", True),
         Column("rating", "double", True),
+        Column("ingest_date", "date", False, "Arrival date of the batch the event came in."),
         Column("event_date", "date", False, "UTC date of event_time; the partition column."),
     ),
     partition_by=("event_date",),
@@ -91,35 +144,48 @@ INTERACTIONS_CLEAN = TableSpec(
 
 INTERACTIONS_QUARANTINE = TableSpec(
     name="interactions_quarantine",
-    doc="Rows that failed cleaning, kept whole (as JSON) with the reason code of the first rule they broke.",
+    doc=("Rows that failed cleaning, kept whole (as JSON) with the reason code of the first rule they "
+         "broke. Partitioned like the clean table by the date whose run owns the row: the event date "
+         "when it parses, else the arrival date."),
     columns=(
         Column("source", "string", False, "'events' or 'items'."),
         Column("reason", "string", False, "One of schemas.tables.REASONS."),
         Column("raw", "string", False, "The raw row as JSON, exactly as read."),
         Column("dataset", "string", False),
+        Column("scope_date", "date", True, "Owning date for events; null for catalogue rows."),
     ),
+    partition_by=("scope_date",),
     allowed_values={"reason": tuple(REASONS), "source": ("events", "items")},
 )
 
 INGEST_AUDIT = TableSpec(
     name="ingest_audit",
-    doc="Row accounting per ingest run: raw = clean + quarantined + duplicates.",
+    doc=("Row accounting per run and stage: input rows = output rows + quarantined (by reason) + "
+         "removed (by rule). The run fails before writing it if a stage does not balance."),
     columns=(
         Column("run_id", "string", False),
         Column("dataset", "string", False),
-        Column("source", "string", False),
-        Column("raw_rows", "bigint", False),
-        Column("clean_rows", "bigint", False),
+        Column("stage", "string", False, "'clean' or 'sequences'."),
+        Column("source", "string", False, "'events' or 'items'."),
+        Column("scope", "string", False, "JSON list of the event dates the run rewrote, or 'all'."),
+        Column("input_rows", "bigint", False),
+        Column("output_rows", "bigint", False),
         Column("quarantined_rows", "bigint", False),
-        Column("duplicate_rows", "bigint", False),
+        Column("removed_rows", "bigint", False),
         Column("by_reason", "string", False, "JSON object: quarantine reason -> rows."),
+        Column("by_rule", "string", False, "JSON object: removal rule -> rows."),
+        Column("audited_at", "timestamp", False, "The run's logical time."),
     ),
+    unique=(("run_id", "stage", "source"),),
 )
 
 USER_SEQUENCES = TableSpec(
     name="user_sequences",
-    doc=("Time-ordered item sequences with a leave-one-out split: per user one 'train' row (all but the "
-         "last two items), one 'valid' row (history, second-last item) and one 'test' row (history, last item)."),
+    doc=("Time-ordered item sequences (after the k-core filter), per user one 'train' row and, when the "
+         "split gives them, one 'valid' and one 'test' row. leave_one_out: test target the last item, valid "
+         "target the second-last, train all before (users with under 3 events get a train row only). "
+         "temporal: history before sequences.temporal_cutoff, test target the first item at or after it, "
+         "valid target the last item before it."),
     columns=(
         Column("user_id", "string", False),
         Column("split", "string", False),
@@ -179,6 +245,9 @@ SID_MAP_VERSIONS = TableSpec(
     ),
     unique=(("map_version",),),
 )
+
+# Contracts of landed files (not Delta tables); the adapters and the generator write them.
+RAW_CONTRACTS = (RAW_EVENTS, RAW_ITEMS)
 
 ALL_TABLES = (ITEMS, INTERACTIONS_CLEAN, INTERACTIONS_QUARANTINE, INGEST_AUDIT, USER_SEQUENCES,
               ITEM_EMBEDDINGS, ITEM_SID_STAGED, ITEM_SID, SID_MAP_VERSIONS)

@@ -1,5 +1,6 @@
-"""Raw data sources: the deterministic synthetic generator and the P5 reader.
+"""Pure parts of the data layer: the synthetic generator's plan and numpy references
+(`synthetic`), the P5 reader (`p5`), and the k-core and split references (`kcore`).
 
-Both return the same raw contract, `(catalogue, raw_events)` as pyarrow tables (see
-`genrec_core.data.synthetic.CATALOGUE_SCHEMA` and `RAW_EVENTS_SCHEMA`); all cleaning happens later.
+The Spark jobs built on them (`jobs/generate.py`, `jobs/adapters.py`, `jobs/kcore.py`) produce and
+consume the raw contract of `schemas.tables.RAW_EVENTS` and `RAW_ITEMS`; all cleaning happens later.
 """

@@ -1,47 +1,92 @@
-"""Deterministic synthetic retail catalogue and a messy, unordered interaction log.
+"""Pure parts of the synthetic generator: the taxonomy, the size plan, and slow reference versions
+of the random draws that `jobs/generate.py` makes in Spark.
 
-`generate(cfg, seed)` returns `(catalogue, raw_events)` in the raw contract shared with the P5 reader.
-The catalogue is a Top > Sub > Leaf category tree with brand-focused, Zipf-popular items; users have
-1-2 favourite sub-categories and explore a little. The log is then made messy the way real logs are:
-exact duplicate rows, malformed rows and rows naming items missing from the catalogue.
+The generator (`genrec generate`, `jobs.generate.generate`) is Spark-parallel and deterministic by
+seed: every random number is a hash of (seed, salt, keys) mapped to [0, 1), so a row's content
+depends on its keys only, never on partitioning or core count. This module holds what is small
+enough to compute on the driver (category tree, cell sizes, brands, sampling tables, id
+scramblers) as a `Plan`, plus numpy references of each per-row formula (`hash_uniform`,
+`zipf_rank`, `alias_draw`, `activity_counts`, `session_day`) that the Spark expressions are
+tested against. No Spark here.
 
-Row accounting (what the cleaning step must recover), with n_clean the number of valid events:
-    rows = n_clean + round(duplicate_rate * n_clean)      # exact copies of clean rows
-                   + round(malformed_rate * n_clean)      # added, spread over MALFORMED_KINDS
-                   + round(unknown_item_rate * n_clean)   # added, item_id "X999..."
-The clean-event count depends only on n_users, the event-count settings and the seed, never on the
-messiness rates, because counts come from their own random stream and messy rows are added.
+Shape of the data (see jobs/generate.py for the row layout and the manifest):
+- users: `n_users`, a `bot_user_rate` share of them bots; human activity is heavy-tailed (a
+  Pareto-like profile over activity ranks), at least `min_events_per_user` each, summing to exactly
+  `n_events` clean events;
+- items: a Top > Sub > Leaf tree of (top, sub) cells; Zipf popularity inside each cell;
+- human events come in sessions, a session mostly stays in one cell, and a user's favourite cell
+  drifts to another over their active span (taste drift).
 """
 from __future__ import annotations
 
+import dataclasses
+import math
+import zlib
 from dataclasses import dataclass
+from datetime import date, timedelta
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from genrec_core.config import SyntheticConfig
 
+# The raw contract as pyarrow schemas, shared with the P5 reader (genrec_core.data.p5). The Spark
+# generator writes the richer `schemas.tables.RAW_EVENTS` / `RAW_ITEMS` layout.
 CATALOGUE_SCHEMA = pa.schema([
     ("item_id", pa.string()), ("title", pa.string()), ("brand", pa.string()),
     ("categories", pa.string()), ("price", pa.float64()), ("description", pa.string()),
 ])
-# Every raw event column is a string, exactly as it would arrive in a CSV log.
 RAW_EVENTS_SCHEMA = pa.schema([
     ("user_id", pa.string()), ("item_id", pa.string()), ("event_type", pa.string()),
     ("event_time", pa.string()), ("rating", pa.string()),
 ])
 
 EVENT_TYPES = ("view", "click", "cart", "fav", "buy", "rate")
-_EVENT_PROBS = np.array([0.56, 0.24, 0.08, 0.05, 0.05, 0.02])
-_RATINGS = ("1.0", "2.0", "3.0", "4.0", "5.0")
+EVENT_PROBS = (0.56, 0.24, 0.08, 0.05, 0.05, 0.02)
+RATINGS = ("1.0", "2.0", "3.0", "4.0", "5.0")
 # Ratings skew high, as on real review sites.
-_RATING_PROBS = np.array([0.05, 0.07, 0.15, 0.33, 0.40])
-MALFORMED_KINDS = ("null_user", "empty_item", "bad_time", "bad_type", "negative_rating")
-BAD_TIME, BAD_TYPE, NEGATIVE_RATING = "not-a-time", "teleport", "-3"
+RATING_PROBS = (0.05, 0.07, 0.15, 0.33, 0.40)
+# Bots crawl: they never rate.
+BOT_EVENT_TYPES = ("view", "click", "cart", "fav", "buy")
+
+# Extra rows a human session may carry, at most one of each kind per session, in this order. Each
+# malformed kind breaks exactly one rule and is named by its schemas.tables.REASONS code.
+MALFORMED_KINDS = ("null_user_id", "null_item_id", "bad_event_time", "event_time_out_of_window",
+                   "unknown_event_type", "bad_rating")
+EXTRA_KINDS = ("exact_duplicate", "near_duplicate", *MALFORMED_KINDS, "unknown_item")
+BAD_TIME, BAD_TYPE, BAD_RATING = "not-a-time", "teleport", "-3"
+# Leap years, so a Feb 29 event date stays a real date; both lie outside any sane clean window.
+OUT_OF_WINDOW_YEARS = ("1972", "2196")
 UNKNOWN_ITEM_PREFIX = "X999"
-# Row kinds used internally: 0 clean, 1 unknown item, 2.. the malformed kinds in order.
-_CLEAN, _UNKNOWN = 0, 1
+
+# Human timing. Consecutive events of a user are >= MIN_GAP_SECONDS apart; a near-duplicate lands
+# 1..NEAR_DUPLICATE_MAX_OFFSET s after its original. So with the clean stage's near-duplicate window
+# N in [NEAR_DUPLICATE_MAX_OFFSET, MIN_GAP_SECONDS - NEAR_DUPLICATE_MAX_OFFSET) = [10, 31), exactly
+# the injected copies are near-duplicates, whether a repeat is compared with the previous kept row
+# or the previous row. Human gaps are far above any "median gap < 1 s" bot rule.
+MIN_GAP_SECONDS = 41
+NEAR_DUPLICATE_MAX_OFFSET = 10
+# Space kept free at the end of each session slot (near-duplicate offset + a full gap).
+SLOT_MARGIN = NEAR_DUPLICATE_MAX_OFFSET + MIN_GAP_SECONDS
+# A human's active span is long enough for at most this many events per day on average; with
+# sessions of <= SESSION_LENGTH[1] events a day holds < 200, far under any events-per-day bot rule.
+MAX_HUMAN_EVENTS_PER_DAY = 150
+SESSION_LENGTH = (2, 10)  # events per session, drawn per user
+STEP_SECONDS = (45, 240)  # preferred spacing of a user's events within a session
+# Bots: 1-3 bot days each, every bot day BOT_EVENTS events within seconds (gaps of 0 or 1 s, mostly 0).
+BOT_DAYS = (1, 3)
+BOT_EVENTS = (40, 80)
+# Human activity: the count above min_events_per_user at activity-rank quantile x follows a Pareto
+# quantile function with tail index ACTIVITY_ALPHA (see activity_share).
+ACTIVITY_ALPHA = 3.0
+# Share of human events that pick an item uniformly inside the cell instead of by Zipf rank: keeps
+# the long tail populated, so a k-core filter keeps most of the catalogue.
+UNIFORM_ITEM_SHARE = 0.15
+# Catalogue sparsity.
+NULL_BRAND_SHARE, NULL_PRICE_SHARE, NULL_DESCRIPTION_SHARE, NULL_ATTRIBUTES_SHARE = 0.04, 0.03, 0.10, 0.15
+# Rows per output task when the plan picks the partitioning itself (cfg.partitions == 0).
+ROWS_PER_TASK = 1_000_000
+SECONDS_PER_DAY = 86_400
 
 # (top, median price, log-sigma, adjectives, size/variant suffixes, description phrases,
 #  ((sub, leaf nouns), ...)). Leaf nouns double as the third category level.
@@ -166,53 +211,214 @@ _TAXONOMY = (
 )
 _SYLLABLES = ("lu", "mo", "ra", "ve", "ka", "zi", "no", "ta", "ri", "so", "el", "an", "or",
               "is", "ix", "qu", "bel", "dor", "fen", "mar", "nix", "pal", "ser", "tor", "vin")
-_NULL_BRAND_SHARE, _NULL_PRICE_SHARE, _NULL_DESCRIPTION_SHARE = 0.04, 0.03, 0.10
+# Free-form attributes per top category: (key, values) pairs; an item gets the first and maybe the
+# second, as a small JSON object.
+_ATTRIBUTES = {
+    "Beauty": (("skin_type", ("all", "dry", "oily", "combination", "sensitive")),
+               ("scent", ("unscented", "rose", "citrus", "lavender", "vanilla"))),
+    "Electronics": (("color", ("black", "white", "silver", "blue", "graphite")),
+                    ("warranty_years", ("1", "2", "3"))),
+    "Home & Kitchen": (("material", ("steel", "ceramic", "bamboo", "glass", "cotton")),
+                       ("color", ("white", "black", "sage", "terracotta", "navy"))),
+    "Sports & Outdoors": (("size", ("xs", "s", "m", "l", "xl")),
+                          ("color", ("black", "red", "blue", "green", "orange"))),
+    "Toys & Games": (("age_range", ("3+", "6+", "8+", "12+", "adult")),
+                     ("players", ("1", "2-4", "2-6", "3+"))),
+    "Grocery": (("diet", ("vegan", "vegetarian", "gluten-free", "keto", "none")),
+                ("origin", ("italy", "spain", "kenya", "colombia", "japan"))),
+    "Books": (("format", ("hardcover", "paperback", "ebook", "audiobook")),
+              ("language", ("english", "french", "german", "spanish"))),
+    "Pet Supplies": (("pet", ("dog", "cat", "fish", "small animal")),
+                     ("size", ("small", "medium", "large"))),
+    "Clothing": (("size", ("xs", "s", "m", "l", "xl")),
+                 ("color", ("black", "white", "navy", "olive", "grey"))),
+    "Garden": (("material", ("steel", "plastic", "terracotta", "wood")),
+               ("season", ("spring", "summer", "all-year"))),
+}
+
+
+# ---------------------------------------------------------------- random draws (references)
+
+_MASK64 = (1 << 64) - 1
+_P1, _P2, _P3, _P4, _P5 = (0x9E3779B185EBCA87, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9,
+                            0x85EBCA77C2B2AE63, 0x27D4EB2F165667C5)
+SPARK_HASH_SEED = 42  # the seed of Spark's xxhash64()
+
+
+def _rotl(x: int, r: int) -> int:
+    return ((x << r) | (x >> (64 - r))) & _MASK64
+
+
+def _xxh64_long(value: int, seed: int) -> int:
+    """Spark's XXH64.hashLong: xxHash64 of one 8-byte long, unsigned 64-bit in and out."""
+    h = (seed + _P5 + 8) & _MASK64
+    k = _rotl((value & _MASK64) * _P2 & _MASK64, 31) * _P1 & _MASK64
+    h = (_rotl(h ^ k, 27) * _P1 + _P4) & _MASK64
+    h ^= h >> 33
+    h = h * _P2 & _MASK64
+    h ^= h >> 29
+    h = h * _P3 & _MASK64
+    return h ^ (h >> 32)
+
+
+def xxhash64(*values: int) -> int:
+    """Spark SQL's `xxhash64(v1, v2, ...)` over bigint arguments (signed, as Spark returns it)."""
+    h = SPARK_HASH_SEED
+    for v in values:
+        h = _xxh64_long(int(v), h)
+    return h - (1 << 64) if h >> 63 else h
+
+
+def salt(stream: str) -> int:
+    """Stable integer id of a named random stream."""
+    return zlib.crc32(stream.encode())
+
+
+def hash_uniform(seed: int, stream: str, *keys: int) -> float:
+    """u in [0, 1) for (seed, stream, keys): the top 53 bits of xxhash64(seed, salt(stream), *keys)."""
+    return ((xxhash64(seed, salt(stream), *keys) & _MASK64) >> 11) * 2.0 ** -53
+
+
+def zipf_constant(n: int, exponent: float) -> float:
+    """Per-size constant of `zipf_rank`, computed once on the driver (so both paths share it)."""
+    if abs(exponent - 1.0) < 1e-9:
+        return math.log(n + 1.0)
+    return (n + 1.0) ** (1.0 - exponent) - 1.0
+
+
+def zipf_rank(u, n, exponent: float, const) -> np.ndarray:
+    """Rank in [0, n) with P(rank = k) close to (k + 1) ** -exponent / H: the inverse CDF of the
+    continuous power law on [1, n + 1), floored. `const` = zipf_constant(n, exponent)."""
+    u, n, const = (np.asarray(v, dtype=float) for v in (u, n, const))
+    if abs(exponent - 1.0) < 1e-9:
+        x = np.exp(u * const)
+    else:
+        x = np.power(1.0 + u * const, 1.0 / (1.0 - exponent))
+    return np.clip(np.floor(x) - 1.0, 0.0, n - 1.0).astype(np.int64)
+
+
+def alias_table(weights) -> tuple[tuple[float, ...], tuple[int, ...]]:
+    """Walker/Vose alias table for positive weights: draw i = floor(u1 * n), then keep i if
+    u2 < prob[i], else take alias[i]. O(1) per draw with two array lookups, which Spark can do."""
+    w = np.asarray(weights, dtype=float)
+    if len(w) == 0 or (w <= 0).any():
+        raise ValueError("alias_table needs at least one weight, all positive")
+    p = w * len(w) / w.sum()
+    prob, alias = np.ones(len(w)), np.arange(len(w))
+    small = [i for i in range(len(w)) if p[i] < 1.0]
+    large = [i for i in range(len(w)) if p[i] >= 1.0]
+    while small and large:
+        s, g = small.pop(), large.pop()
+        prob[s], alias[s] = p[s], g
+        p[g] -= 1.0 - p[s]
+        (small if p[g] < 1.0 else large).append(g)
+    return tuple(prob.tolist()), tuple(alias.tolist())  # leftovers keep prob 1 (rounding only)
+
+
+def alias_draw(u1, u2, prob, alias) -> np.ndarray:
+    prob, alias = np.asarray(prob), np.asarray(alias)
+    i = np.minimum((np.asarray(u1) * len(prob)).astype(np.int64), len(prob) - 1)
+    return np.where(np.asarray(u2) < prob[i], i, alias[i])
+
+
+ACTIVITY_EPS = 0.05  # a small linear part keeps G strictly increasing, so counts never dip below min
+
+
+def activity_share(x):
+    """G(x) in [0, 1]: share of the above-minimum events owned by the top x of human users by
+    activity rank. Its slope is (mostly) the Pareto(ACTIVITY_ALPHA) quantile function minus its
+    minimum, so a few users are very active and the least active sit near min_events_per_user."""
+    a, e = ACTIVITY_ALPHA, ACTIVITY_EPS
+    x = np.asarray(x, dtype=float)
+    return (1.0 - e) * (a * np.power(x, (a - 1.0) / a) - (a - 1.0) * x) + e * x
+
+
+def activity_counts(n_humans: int, n_events: int, min_events: int) -> np.ndarray:
+    """Clean events per human by activity rank r (0 = most active):
+    min + C(r + 1) - C(r), C(r) = floor(X * G(r / N)) and C(N) = X, X = n_events - min * N.
+    It telescopes, so the counts sum to exactly n_events."""
+    extra = n_events - min_events * n_humans
+    cum = np.floor(extra * activity_share(np.arange(n_humans + 1) / max(n_humans, 1)))
+    cum[-1] = extra
+    return (min_events + np.diff(cum)).astype(np.int64)
+
+
+def session_day(j, n_sessions: int, span: int, phase: int):
+    """Day offset in [0, span) of session j of n_sessions spread evenly over a user's span
+    (0 <= phase < span). Days never decrease with j, and a day holds at most ceil(n_sessions / span)
+    sessions, consecutive in j: so `j mod ceil(n_sessions / span)` gives them distinct time slots."""
+    return (np.asarray(j) * span + phase) // n_sessions
+
+
+def _murmur3_int(value: int, seed: int = SPARK_HASH_SEED) -> int:
+    """Spark's Murmur3_x86_32.hashInt (what hash() and repartition(n, col) use for an int column)."""
+    m32 = 0xFFFFFFFF
+
+    def rotl(x: int, r: int) -> int:
+        return ((x << r) | (x >> (32 - r))) & m32
+
+    k = rotl((value & m32) * 0xCC9E2D51 & m32, 15) * 0x1B873593 & m32
+    h = (rotl(seed ^ k, 13) * 5 + 0xE6546B64) & m32
+    h ^= 4
+    h ^= h >> 16
+    h = h * 0x85EBCA6B & m32
+    h ^= h >> 13
+    h = h * 0xC2B2AE35 & m32
+    h ^= h >> 16
+    return h - (1 << 32) if h >> 31 else h
+
+
+def hash_partition(value: int, partitions: int) -> int:
+    """The partition that Spark's repartition(partitions, col) sends an int `value` to."""
+    return _murmur3_int(value) % partitions  # Python's % is Spark's pmod here
+
+
+def partition_keys(partitions: int) -> tuple[int, ...]:
+    """keys[p]: the smallest int that hash partitioning sends to partition p. Repartitioning on
+    keys[p] puts a row exactly in partition p: range placement without range partitioning's
+    sampling pass over the input."""
+    keys: list = [None] * partitions
+    left, value = partitions, 0
+    while left:
+        p = hash_partition(value, partitions)
+        if keys[p] is None:
+            keys[p], left = value, left - 1
+        value += 1
+    return tuple(keys)
+
+
+def scrambler(n: int, seed: int, stream: str) -> tuple[int, int]:
+    """(mult, add) with x -> (mult * x + add) mod n a bijection of [0, n)."""
+    if n <= 1:
+        return 1, 0
+    mult = 1 + int(hash_uniform(seed, stream, n) * (n - 1))
+    while math.gcd(mult, n) != 1:
+        mult = mult % (n - 1) + 1
+    return mult, int(hash_uniform(seed, stream + ".add", n) * n)
+
+
+# ---------------------------------------------------------------- category tree and brands
 
 
 @dataclass(frozen=True)
-class _Cell:
+class Cell:
     """One (top, sub) category: the unit of user taste."""
 
     top: int
+    top_name: str
     path: str  # "Top > Sub"
     nouns: tuple[str, ...]
+    leaves: tuple[str, ...]  # the nouns as third category level, e.g. "Night Cream"
     adjectives: tuple[str, ...]
     units: tuple[str, ...]
     phrases: tuple[str, ...]
     log_median: float
     sigma: float
+    attributes: tuple[tuple[str, tuple[str, ...]], ...]  # (key, values) pairs of the top category
 
 
-def generate(cfg: SyntheticConfig, seed: int) -> tuple[pa.Table, pa.Table]:
-    """Returns (catalogue, raw_events) for `cfg`, identical for identical (cfg, seed)."""
-    _check(cfg)
-    # Separate streams so that, e.g., changing n_users leaves the catalogue unchanged.
-    rng_cat, rng_count, rng_taste, rng_mess = (
-        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(4))
-    cells = _category_tree(cfg.n_top_categories, cfg.n_sub_categories)
-    catalogue, item_cell, cell_weight = _catalogue(cfg, cells, rng_cat)
-    counts = _event_counts(cfg, rng_count)
-    events = _events(cfg, counts, item_cell, cell_weight, rng_taste, rng_mess)
-    return catalogue, _render_events(cfg, catalogue.column("item_id").combine_chunks(), events)
-
-
-def _check(cfg: SyntheticConfig) -> None:
-    for name in ("n_items", "n_top_categories", "n_sub_categories"):
-        if getattr(cfg, name) < 1:
-            raise ValueError(f"synthetic.{name} must be >= 1, got {getattr(cfg, name)}")
-    for name in ("n_users", "n_brands", "min_events_per_user", "days"):
-        if getattr(cfg, name) < 0:
-            raise ValueError(f"synthetic.{name} must be >= 0, got {getattr(cfg, name)}")
-    for name in ("duplicate_rate", "malformed_rate", "unknown_item_rate", "mean_events_per_user"):
-        if not getattr(cfg, name) >= 0:
-            raise ValueError(f"synthetic.{name} must be >= 0, got {getattr(cfg, name)}")
-
-
-# ---------------------------------------------------------------- catalogue
-
-
-def _category_tree(n_top: int, n_sub: int) -> list[_Cell]:
-    """n_top x n_sub cells; names past the vocabulary are reused with a number suffix."""
+def category_tree(n_top: int, n_sub: int) -> list[Cell]:
+    """n_top x n_sub cells, top-major; names past the vocabulary are reused with a number suffix."""
     cells = []
     for t in range(n_top):
         name, median, sigma, adjs, units, phrases, subs = _TAXONOMY[t % len(_TAXONOMY)]
@@ -220,12 +426,12 @@ def _category_tree(n_top: int, n_sub: int) -> list[_Cell]:
         for s in range(n_sub):
             sub, nouns = subs[s % len(subs)]
             sub = sub if s < len(subs) else f"{sub} {s // len(subs) + 1}"
-            cells.append(_Cell(t, f"{top} > {sub}", nouns, adjs, units, phrases,
-                               float(np.log(median)), sigma))
+            cells.append(Cell(t, top, f"{top} > {sub}", nouns, tuple(n.title() for n in nouns), adjs,
+                              units, phrases, math.log(median), sigma, _ATTRIBUTES[name]))
     return cells
 
 
-def _brand_names(n: int, rng: np.random.Generator) -> list[str]:
+def brand_names(n: int, rng: np.random.Generator) -> list[str]:
     """n distinct pronounceable names built from 2-3 syllables, e.g. "Lumora"."""
     k = len(_SYLLABLES)
     combos = [a + b for a in _SYLLABLES for b in _SYLLABLES]
@@ -234,302 +440,204 @@ def _brand_names(n: int, rng: np.random.Generator) -> list[str]:
     names = list(dict.fromkeys(combos[i].capitalize() for i in rng.permutation(len(combos))))
     out = names[:n]
     # Past the syllable space, reuse names with a number suffix rather than failing.
-    out += [f"{names[i % len(names)]} {i // len(names) + 1}" for i in range(len(out), n)]
-    return out
+    return out + [f"{names[i % len(names)]} {i // len(names) + 1}" for i in range(len(out), n)]
 
 
-def _brands_by_top(n_brands: int, n_top: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """For each top category, the brands focused on it (each brand covers 1-3 tops)."""
+def brands_by_top(n_brands: int, n_top: int, rng: np.random.Generator) -> list[tuple[int, ...]]:
+    """For each top category, its brands, biggest first (each brand covers 1-3 tops)."""
     members: list[list[int]] = [[] for _ in range(n_top)]
+    size = rng.pareto(1.5, size=n_brands) + 1.0
     for b in range(n_brands):
         # Round-robin primary focus keeps every top category covered when n_brands >= n_top.
         extra = rng.choice(n_top, size=min(n_top, int(rng.integers(0, 3))), replace=False)
         for t in {b % n_top, *extra.tolist()}:
             members[t].append(b)
-    everyone = np.arange(n_brands)
-    return [np.array(m) if m else everyone for m in members]
+    everyone = list(range(n_brands))
+    # Biggest first: items then pick a brand by Zipf rank, so big brands carry many items.
+    return [tuple(sorted(m or everyone, key=lambda b: -size[b])) for m in members]
 
 
-def _assign_cells(n_items: int, n_cells: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Item -> cell (every cell non-empty when possible) and cell popularity weights."""
-    weight = rng.gamma(1.5, size=n_cells)
-    first = rng.permutation(n_cells)[: min(n_items, n_cells)]
-    rest = rng.choice(n_cells, size=n_items - len(first), p=weight / weight.sum())
-    item_cell = rng.permutation(np.concatenate([first, rest]))
-    weight = np.where(np.bincount(item_cell, minlength=n_cells) > 0, weight, 0.0)
-    return item_cell, weight / weight.sum()
+def cell_sizes(n_items: int, weights: np.ndarray) -> np.ndarray:
+    """Items per cell, proportional to weights (largest remainder), every cell non-empty if possible."""
+    n_cells = len(weights)
+    base = np.zeros(n_cells, np.int64)
+    if n_items >= n_cells:
+        base += 1
+    rest = n_items - int(base.sum())
+    share = weights / weights.sum() * rest
+    sizes = base + np.floor(share).astype(np.int64)
+    short = n_items - int(sizes.sum())
+    order = np.lexsort((np.arange(n_cells), -(share - np.floor(share))))
+    sizes[order[:short]] += 1
+    return sizes
 
 
-def _pick(rng: np.random.Generator, sizes: np.ndarray) -> np.ndarray:
-    """One uniform index below each of `sizes` (vectorised over items)."""
-    return (rng.random(len(sizes)) * sizes).astype(np.int64)
+# ---------------------------------------------------------------- the plan
 
 
-def _item_brands(cfg: SyntheticConfig, cells: list[_Cell], item_cell: np.ndarray,
-                 rng: np.random.Generator) -> list[str | None]:
-    names = _brand_names(cfg.n_brands, rng)
-    if not names:
-        return [None] * len(item_cell)
-    members = _brands_by_top(len(names), cfg.n_top_categories, rng)
-    # Some brands are much bigger than others.
-    size = rng.pareto(1.5, size=len(names)) + 1.0
-    top = np.array([c.top for c in cells])[item_cell]
-    brand = np.empty(len(item_cell), dtype=np.int64)
-    for t, m in enumerate(members):
-        at = np.flatnonzero(top == t)
-        brand[at] = rng.choice(m, size=len(at), p=size[m] / size[m].sum())
-    generic = rng.random(len(item_cell)) < _NULL_BRAND_SHARE
-    return [None if g else names[b] for b, g in zip(brand.tolist(), generic.tolist())]
+def _rng(seed: int, stream: str) -> np.random.Generator:
+    return np.random.default_rng([seed & _MASK64, salt(stream)])
 
 
-def _catalogue(cfg: SyntheticConfig, cells: list[_Cell],
-               rng: np.random.Generator) -> tuple[pa.Table, np.ndarray, np.ndarray]:
-    n = cfg.n_items
-    item_cell, cell_weight = _assign_cells(n, len(cells), rng)
-    brands = _item_brands(cfg, cells, item_cell, rng)
-    sizes = {f: np.array([len(getattr(c, f)) for c in cells])[item_cell]
-             for f in ("nouns", "adjectives", "units", "phrases")}
-    noun, adj, unit, phrase = (_pick(rng, sizes[f]).tolist()
-                               for f in ("nouns", "adjectives", "units", "phrases"))
-    titles, categories, descriptions = [], [], []
-    for i, c in enumerate(item_cell.tolist()):
-        cell = cells[c]
-        nn, aa, brand = cell.nouns[noun[i]], cell.adjectives[adj[i]], brands[i]
-        titles.append(" ".join(p for p in (brand, aa, nn, cell.units[unit[i]]) if p))
-        categories.append(f"{cell.path} > {nn.title()}")
-        maker = f" from {brand}" if brand else ""
-        descriptions.append(f"{aa.capitalize()} {nn}{maker}. {cell.phrases[phrase[i]]}")
-    prices = _prices(cells, item_cell, rng)
-    no_desc = rng.random(n) < _NULL_DESCRIPTION_SHARE
-    table = pa.table({
-        "item_id": [f"I{i:06d}" for i in range(1, n + 1)],
-        "title": titles, "brand": pa.array(brands, pa.string()), "categories": categories,
-        "price": pa.array(prices, mask=rng.random(n) < _NULL_PRICE_SHARE),
-        "description": pa.array(descriptions, mask=no_desc),
-    }, schema=CATALOGUE_SCHEMA)
-    return table, item_cell, cell_weight
+def n_bots(cfg: SyntheticConfig) -> int:
+    return int(round(cfg.bot_user_rate * cfg.n_users))
 
 
-def _prices(cells: list[_Cell], item_cell: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Log-normal per category, with .99 endings like real shelf prices."""
-    mu = np.array([c.log_median for c in cells]) + rng.normal(0.0, 0.25, size=len(cells))
-    sigma = np.array([c.sigma for c in cells])
-    raw = np.exp(rng.normal(mu[item_cell], sigma[item_cell]))
-    return np.maximum(np.round(raw) - 0.01, 0.99)
+def n_clean_events(cfg: SyntheticConfig) -> int:
+    """Clean human events: cfg.n_events, or n_humans * mean_events_per_user when that is 0."""
+    humans = cfg.n_users - n_bots(cfg)
+    return cfg.n_events if cfg.n_events > 0 else int(round(humans * cfg.mean_events_per_user))
 
 
-# ---------------------------------------------------------------- events
+def check(cfg: SyntheticConfig) -> None:
+    """Raises ValueError naming the first setting that cannot produce a valid dataset."""
+    def need(ok: bool, msg: str) -> None:
+        if not ok:
+            raise ValueError(f"synthetic: {msg}")
+
+    for name in ("n_items", "n_top_categories", "n_sub_categories", "days"):
+        need(getattr(cfg, name) >= 1, f"{name} must be >= 1, got {getattr(cfg, name)}")
+    for name in ("n_users", "n_brands", "min_events_per_user", "n_events", "max_late_days", "partitions"):
+        need(getattr(cfg, name) >= 0, f"{name} must be >= 0, got {getattr(cfg, name)}")
+    for name in ("duplicate_rate", "near_duplicate_rate", "malformed_rate", "unknown_item_rate",
+                 "late_rate", "bot_user_rate"):
+        need(0.0 <= getattr(cfg, name) <= 1.0, f"{name} must lie in [0, 1], got {getattr(cfg, name)}")
+    need(cfg.mean_events_per_user >= 0 and cfg.zipf_exponent >= 0,
+         "mean_events_per_user and zipf_exponent must be >= 0")
+    need(cfg.late_rate == 0 or cfg.max_late_days >= 1, "late_rate > 0 needs max_late_days >= 1")
+    need(max(cfg.n_users, cfg.n_items) < 2**31, "n_users and n_items must be < 2^31")
+    date.fromisoformat(cfg.start_date)
+    humans, events = cfg.n_users - n_bots(cfg), n_clean_events(cfg)
+    need(events >= cfg.min_events_per_user * humans,
+         f"{events} events cannot give {humans} human users {cfg.min_events_per_user} each")
+    need(humans > 0 or events == 0, "events need at least one human user")
+    if humans:
+        heaviest = _heaviest(humans, events, cfg)
+        need(heaviest <= MAX_HUMAN_EVENTS_PER_DAY * cfg.days,
+             f"the most active user would need {heaviest} events in {cfg.days} days (at most "
+             f"{MAX_HUMAN_EVENTS_PER_DAY} a day look human): raise n_users or days")
+    need(n_bots(cfg) == 0 or len(BOT_EVENT_TYPES) * cfg.n_items >= BOT_EVENTS[1],
+         f"bots need n_items >= {-(-BOT_EVENTS[1] // len(BOT_EVENT_TYPES))} (distinct items per bot day)")
+
+
+def _heaviest(humans: int, events: int, cfg: SyntheticConfig) -> int:
+    extra = events - cfg.min_events_per_user * humans
+    top = extra if humans == 1 else math.floor(extra * float(activity_share(1.0 / humans)))
+    return cfg.min_events_per_user + top
+
+
+def resize(cfg: SyntheticConfig, n_events: int | None = None, n_users: int | None = None,
+           n_items: int | None = None) -> SyntheticConfig:
+    """The same shape at another size. Given n_events alone, users and items scale with it so that
+    events per user and per item stay as in cfg (the demo preset at 10^8 events has ~7M users)."""
+    changes: dict = {}
+    if n_events is not None:
+        base = max(n_clean_events(cfg), 1)
+        changes["n_events"] = n_events
+        n_users = n_users if n_users is not None else max(1, round(cfg.n_users * n_events / base))
+        n_items = n_items if n_items is not None else max(1, round(cfg.n_items * n_events / base))
+    if n_users is not None:
+        changes["n_users"] = n_users
+    if n_items is not None:
+        changes["n_items"] = n_items
+    return dataclasses.replace(cfg, **changes)
 
 
 @dataclass(frozen=True)
-class _Events:
-    """Column-wise events before rendering to strings; row i of each array is one raw row."""
+class Plan:
+    """Everything small the Spark job needs, resolved on the driver from (cfg, seed)."""
 
-    user: np.ndarray
-    item: np.ndarray  # catalogue row; unknown-item rows carry a pool index instead
-    kind: np.ndarray  # _CLEAN, _UNKNOWN or 2 + index into MALFORMED_KINDS
-    etype: np.ndarray  # index into EVENT_TYPES
-    rating: np.ndarray  # index into _RATINGS, -1 when the event carries no rating
-    second: np.ndarray  # seconds since cfg.start_date
+    cfg: SyntheticConfig
+    seed: int
+    n_humans: int
+    n_bots: int
+    n_events: int  # clean human events, exact
+    dates: tuple[str, ...]  # day index -> "YYYY-MM-DD", for days + max_late_days days
+    cells: tuple[Cell, ...]
+    cell_start: tuple[int, ...]  # first internal item index of each cell
+    cell_size: tuple[int, ...]
+    cell_zipf: tuple[float, ...]  # zipf_constant(cell_size, zipf_exponent)
+    cell_log_price: tuple[float, ...]  # log median price of each cell
+    live_cells: tuple[int, ...]  # cells with items, in alias-table order
+    alias_prob: tuple[float, ...]
+    alias_index: tuple[int, ...]
+    brands: tuple[str, ...]
+    top_brands: tuple[tuple[int, ...], ...]
+    user_perm: tuple[int, int]  # internal user -> public number - 1
+    item_perm: tuple[int, int]  # internal item (cell-major, popularity rank) -> public number - 1
+    unknown_pool: int  # distinct discontinued item ids
+    partitions: int  # tasks writing the events, each a contiguous run of arrival dates
+    buckets_per_day: int  # slots per arrival date (> 1 when a date needs several tasks)
+    partition_keys: tuple[int, ...]  # see partition_keys()
 
-    def take(self, idx: np.ndarray) -> "_Events":
-        return _Events(*(getattr(self, f)[idx] for f in self.__dataclass_fields__))
+    @property
+    def n_users(self) -> int:
+        return self.n_humans + self.n_bots
 
+    @property
+    def days(self) -> int:
+        return self.cfg.days
 
-def _event_counts(cfg: SyntheticConfig, rng: np.random.Generator) -> np.ndarray:
-    """Clean events per user: negative binomial (heavy-tailed) around the mean, floored at the min."""
-    m, r = cfg.mean_events_per_user, 3.0
-    drawn = rng.negative_binomial(r, r / (r + m), size=cfg.n_users)
-    return np.maximum(drawn, cfg.min_events_per_user).astype(np.int64)
+    @property
+    def arrival_days(self) -> int:
+        return len(self.dates)
 
+    @property
+    def user_width(self) -> int:
+        return max(6, len(str(self.n_users)))
 
-def _events(cfg: SyntheticConfig, counts: np.ndarray, item_cell: np.ndarray, cell_weight: np.ndarray,
-            rng_taste: np.random.Generator, rng_mess: np.random.Generator) -> _Events:
-    n_clean = int(counts.sum())
-    n_dup, n_mal, n_unk = (int(round(r * n_clean)) for r in
-                           (cfg.duplicate_rate, cfg.malformed_rate, cfg.unknown_item_rate))
-    extra_kind, extra_user = _extra_rows(n_mal, n_unk, cfg.n_users, rng_mess)
-    extra = np.bincount(extra_user, minlength=cfg.n_users)
-    # Messy rows get their own slots on the user's timeline, so no row shares a user-second.
-    totals = counts + extra
-    user = np.repeat(np.arange(cfg.n_users), totals)
-    kind = _slot_kinds(user, totals, extra, extra_kind, rng_mess)
-    cells = _event_cells(user, cfg.n_users, cell_weight, rng_taste)
-    item = _sample_items(cells, _item_sampler(item_cell, len(cell_weight), cfg.zipf_exponent,
-                                              rng_taste), rng_taste)
-    etype, rating = _event_types(len(user), rng_taste)
-    second = _timeline(totals, 86_400 * cfg.days, rng_taste)
-    ev = _Events(user, item, kind, etype, rating, second)
-    ev = _corrupt(ev, n_unk, rng_mess)
-    dup = rng_mess.choice(np.flatnonzero(kind == _CLEAN), size=n_dup, replace=n_dup > n_clean) \
-        if n_dup else np.zeros(0, np.int64)
-    rows = np.concatenate([np.arange(len(user)), dup])
-    return ev.take(rows[rng_mess.permutation(len(rows))])  # logs arrive unordered
+    @property
+    def item_width(self) -> int:
+        return max(6, len(str(self.cfg.n_items)))
 
+    @property
+    def unknown_width(self) -> int:
+        return max(5, len(str(self.unknown_pool)))
 
-def _starts(counts: np.ndarray) -> np.ndarray:
-    """Offset of each group in a flat array holding groups of `counts` rows back to back."""
-    return (np.cumsum(counts) - counts).astype(np.int64)
-
-
-def _extra_rows(n_mal: int, n_unk: int, n_users: int,
-                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Kinds of the added rows (malformed kinds round-robin) and their users, sorted by user."""
-    kind = np.concatenate([np.full(n_unk, _UNKNOWN), 2 + np.arange(n_mal) % len(MALFORMED_KINDS)])
-    kind = rng.permutation(kind).astype(np.int64)
-    user = rng.integers(0, n_users, size=len(kind)) if n_users else np.zeros(0, np.int64)
-    order = np.argsort(user, kind="stable")
-    return kind[order], user[order]
+    def extra_rate(self, kind: str) -> float:
+        """Expected rows of an extra kind per clean event (a session of m events carries one with
+        probability min(1, m * rate))."""
+        c = self.cfg
+        return {"exact_duplicate": c.duplicate_rate, "near_duplicate": c.near_duplicate_rate,
+                "unknown_item": c.unknown_item_rate}.get(kind, c.malformed_rate / len(MALFORMED_KINDS))
 
 
-def _slot_kinds(user: np.ndarray, totals: np.ndarray, extra: np.ndarray, extra_kind: np.ndarray,
-                rng: np.random.Generator) -> np.ndarray:
-    """Marks `extra[u]` random slots of each user u as messy rows, with kinds from `extra_kind`."""
-    # user is sorted, so a random fraction added to it shuffles slots within each user only.
-    order = np.argsort(user + rng.random(len(user)), kind="stable")
-    starts = _starts(totals)
-    rank = np.empty(len(user), np.int64)
-    rank[order] = np.arange(len(user)) - starts[user[order]]
-    is_extra = rank < extra[user]
-    kind = np.full(len(user), _CLEAN, np.int64)
-    # Slots are grouped by user in ascending order, as is extra_kind, so per-user counts line up.
-    kind[is_extra] = extra_kind
-    return kind
+def plan(cfg: SyntheticConfig, seed: int) -> Plan:
+    check(cfg)
+    cells = category_tree(cfg.n_top_categories, cfg.n_sub_categories)
+    weights = _rng(seed, "cells").gamma(1.5, size=len(cells))
+    sizes = cell_sizes(cfg.n_items, weights)
+    live = [c for c in range(len(cells)) if sizes[c] > 0]
+    # Users pick cells in proportion to their item counts, so events per item match across cells.
+    prob, alias = alias_table(sizes[live])
+    price_rng = _rng(seed, "prices")
+    log_price = [c.log_median + price_rng.normal(0.0, 0.25) for c in cells]
+    brand_rng = _rng(seed, "brands")
+    humans, bots, events = cfg.n_users - n_bots(cfg), n_bots(cfg), n_clean_events(cfg)
+    days = cfg.days + cfg.max_late_days
+    start = date.fromisoformat(cfg.start_date)
+    unknown = max(1, round(cfg.unknown_item_rate * events / 3))  # a few discontinued ids recur
+    return Plan(
+        cfg=cfg, seed=seed, n_humans=humans, n_bots=bots, n_events=events,
+        dates=tuple((start + timedelta(days=d)).isoformat() for d in range(days)),
+        cells=tuple(cells), cell_start=tuple(int(v) for v in np.cumsum(sizes) - sizes),
+        cell_size=tuple(int(v) for v in sizes),
+        cell_zipf=tuple(zipf_constant(int(n), cfg.zipf_exponent) for n in sizes),
+        cell_log_price=tuple(log_price), live_cells=tuple(live), alias_prob=prob, alias_index=alias,
+        brands=tuple(brand_names(cfg.n_brands, brand_rng)),
+        top_brands=tuple(brands_by_top(cfg.n_brands, cfg.n_top_categories, brand_rng)),
+        user_perm=scrambler(cfg.n_users, seed, "user_ids"),
+        item_perm=scrambler(cfg.n_items, seed, "item_ids"), unknown_pool=unknown,
+        **_partitions(cfg, events, bots))
 
 
-def _event_cells(user: np.ndarray, n_users: int, cell_weight: np.ndarray,
-                 rng: np.random.Generator) -> np.ndarray:
-    """Each event's sub-category: mostly one of the user's 1-2 favourites, sometimes exploration."""
-    cdf = np.cumsum(cell_weight)
-
-    def draw(size: int) -> np.ndarray:  # cells by popularity
-        return np.minimum(np.searchsorted(cdf, rng.random(size) * cdf[-1], side="right"), len(cdf) - 1)
-
-    fav1, fav2 = draw(n_users), draw(n_users)
-    fav2 = np.where(rng.random(n_users) < 0.5, fav1, fav2)  # half the users have one favourite
-    explore = rng.beta(2.0, 10.0, size=n_users)  # ~17% exploration on average
-    share1 = rng.uniform(0.55, 0.85, size=n_users)
-    r1, r2 = rng.random(len(user)), rng.random(len(user))
-    cells = np.where(r2 < share1[user], fav1[user], fav2[user])
-    roam = r1 < explore[user]
-    cells[roam] = draw(int(roam.sum()))
-    return cells
-
-
-def _item_sampler(item_cell: np.ndarray, n_cells: int, exponent: float,
-                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted keys `cell + cumulative Zipf share` and the item behind each key.
-
-    Searching `cell + u` (u uniform in [0, 1)) in the keys draws an item of that cell with Zipf
-    probability, for all events at once.
-    """
-    order = np.lexsort((rng.random(len(item_cell)), item_cell))  # random popularity rank per cell
-    cell = item_cell[order]
-    counts = np.bincount(cell, minlength=n_cells)
-    starts = _starts(counts)
-    rank = np.arange(len(cell)) - starts[cell]
-    w = (rank + 1.0) ** -exponent
-    cum = np.cumsum(w)
-    before = np.concatenate([[0.0], cum])[starts[cell]]
-    last = starts[cell] + counts[cell] - 1
-    frac = (cum - before) / (cum[last] - before)
-    frac[last == np.arange(len(cell))] = 1.0  # exact cell boundary despite rounding
-    return cell + frac, order
-
-
-def _sample_items(cells: np.ndarray, sampler: tuple[np.ndarray, np.ndarray],
-                  rng: np.random.Generator) -> np.ndarray:
-    keys, items = sampler
-    u = np.minimum(rng.random(len(cells)), 1.0 - 1e-9)
-    pos = np.searchsorted(keys, cells + u, side="right")
-    return items[np.minimum(pos, len(items) - 1)]
-
-
-def _event_types(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    etype = rng.choice(len(EVENT_TYPES), size=n, p=_EVENT_PROBS)
-    rating = rng.choice(len(_RATINGS), size=n, p=_RATING_PROBS)
-    return etype, np.where(etype == EVENT_TYPES.index("rate"), rating, -1)
-
-
-def _timeline(totals: np.ndarray, window: int, rng: np.random.Generator) -> np.ndarray:
-    """Strictly increasing whole seconds per user inside a per-user active span of the window.
-
-    Gaps are gamma(0.3) distributed, so activity comes in bursts (sessions) separated by quiet days.
-    A user with more events than seconds in the span (e.g. days=0) gets one event per second.
-    """
-    n_users, n = len(totals), int(totals.sum())
-    lo = np.floor(rng.uniform(0.0, 0.6, n_users) * window).astype(np.int64)
-    hi = lo + np.ceil((window - lo) * rng.uniform(0.3, 1.0, n_users)).astype(np.int64)
-    # One extra gap per user closes the span, so the last event is not pinned to its end.
-    seg = totals + 1
-    gaps = rng.gamma(0.3, size=int(seg.sum())) + 1e-12
-    seg_start = _starts(seg)
-    cum = np.cumsum(gaps)
-    base = np.concatenate([[0.0], cum])[seg_start]
-    user = np.repeat(np.arange(n_users), totals)
-    k = np.arange(n) - np.repeat(_starts(totals), totals)
-    pos = seg_start[user] + k
-    frac = (cum[pos] - base[user]) / (cum[seg_start + seg - 1] - base)[user]
-    span = np.maximum(hi - lo - totals, 0)
-    # Adding k after flooring makes the seconds strictly increasing within each user.
-    return lo[user] + np.floor(frac * span[user]).astype(np.int64) + k
-
-
-def _corrupt(ev: _Events, n_unk: int, rng: np.random.Generator) -> _Events:
-    """Applies the row kinds: unknown items get an id from a small pool, a negative rating rides on
-    a "rate" event. The other malformed kinds are applied while rendering strings."""
-    item, etype, rating = ev.item.copy(), ev.etype.copy(), ev.rating.copy()
-    unk = ev.kind == _UNKNOWN
-    # A few discontinued items recur, as in real logs.
-    item[unk] = rng.integers(0, max(1, n_unk // 3 + 1), size=int(unk.sum()))
-    neg = ev.kind == 2 + MALFORMED_KINDS.index("negative_rating")
-    etype[neg] = EVENT_TYPES.index("rate")
-    rating[neg] = len(_RATINGS)  # NEGATIVE_RATING, appended to the vocabulary when rendering
-    return _Events(ev.user, item, ev.kind, etype, rating, ev.second)
-
-
-# ---------------------------------------------------------------- rendering
-
-
-def _render_events(cfg: SyntheticConfig, item_ids: pa.Array, ev: _Events) -> pa.Table:
-    kind = ev.kind
-
-    def is_kind(name: str) -> np.ndarray:
-        return kind == 2 + MALFORMED_KINDS.index(name)
-
-    users = pa.array([f"U{u:06d}" for u in range(1, cfg.n_users + 1)], pa.string())
-    n_pool = int(ev.item[kind == _UNKNOWN].max()) + 1 if (kind == _UNKNOWN).any() else 0
-    item_vocab = pa.concat_arrays([item_ids, pa.array(
-        [""] + [f"{UNKNOWN_ITEM_PREFIX}{j:05d}" for j in range(n_pool)], pa.string())])
-    item_idx = np.where(kind == _UNKNOWN, len(item_ids) + 1 + ev.item, ev.item)
-    item_idx = np.where(is_kind("empty_item"), len(item_ids), item_idx)
-    type_vocab = pa.array(EVENT_TYPES + (BAD_TYPE,))
-    etype = np.where(is_kind("bad_type"), len(EVENT_TYPES), ev.etype)
-    rating_vocab = pa.array(_RATINGS + (NEGATIVE_RATING,))
-    times = _iso_seconds(cfg.start_date, ev.second)
-    bad_time = is_kind("bad_time")
-    if bad_time.any():
-        times = pc.replace_with_mask(times, pa.array(bad_time),
-                                     pa.array([BAD_TIME] * int(bad_time.sum()), pa.string()))
-    return pa.table({
-        "user_id": users.take(pa.array(ev.user, mask=is_kind("null_user"))),
-        "item_id": item_vocab.take(pa.array(item_idx)),
-        "event_type": type_vocab.take(pa.array(etype)),
-        "event_time": times,
-        "rating": rating_vocab.take(pa.array(np.maximum(ev.rating, 0), mask=ev.rating < 0)),
-    }, schema=RAW_EVENTS_SCHEMA)
-
-
-def _iso_seconds(start_date: str, seconds: np.ndarray) -> pa.Array:
-    """ISO-8601 "YYYY-MM-DDTHH:MM:SS" strings; built from day and time-of-day lookup tables because
-    formatting a million timestamps one by one takes seconds."""
-    if len(seconds) == 0:
-        return pa.array([], pa.string())
-    origin = np.datetime64(start_date, "s")
-    origin_day = origin.astype("datetime64[D]")
-    day, tod = np.divmod(seconds + (origin - origin_day).astype(np.int64), 86_400)
-    days = pa.array((origin_day + np.arange(int(day.max()) + 1)).astype("U10"))
-    used, tod_idx = np.unique(tod, return_inverse=True)
-    clock = (np.datetime64("2000-01-01T00:00:00", "s") + used).astype("U19")
-    clocks = pc.utf8_slice_codeunits(pa.array(clock), 11)
-    return pc.binary_join_element_wise(days.take(pa.array(day)), clocks.take(pa.array(tod_idx)), "T")
+def _partitions(cfg: SyntheticConfig, events: int, bots: int) -> dict[str, int]:
+    """Tasks that write the events, about ROWS_PER_TASK rows each. Sessions are range-partitioned
+    by (arrival day, bucket), so a task writes one file per arrival date it holds: files stay near
+    the number of dates (plus one per task boundary) at any size."""
+    rates = cfg.duplicate_rate + cfg.near_duplicate_rate + cfg.malformed_rate + cfg.unknown_item_rate
+    rows = events * (1.0 + rates) + bots * sum(BOT_EVENTS) / 2 * sum(BOT_DAYS) / 2
+    partitions = cfg.partitions or max(2, math.ceil(rows / ROWS_PER_TASK))
+    arrival_days = cfg.days + cfg.max_late_days
+    return {"partitions": partitions, "buckets_per_day": max(1, math.ceil(partitions / arrival_days)),
+            "partition_keys": partition_keys(partitions)}

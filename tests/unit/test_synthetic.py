@@ -1,166 +1,220 @@
-"""Synthetic generator: determinism, the raw contract, row accounting, realism."""
+"""Pure parts of the synthetic generator: the random-draw references, the plan and its invariants.
+
+The Spark twins of these formulas are checked against them in tests/integration/test_generate.py.
+"""
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections import Counter
 
-import pandas as pd
-import pyarrow as pa
+import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from genrec_core.config import SyntheticConfig
-from genrec_core.data.synthetic import RAW_EVENTS_SCHEMA, CATALOGUE_SCHEMA, generate
+from genrec_core.config import CleanConfig, SyntheticConfig
+from genrec_core.data import synthetic as syn
 
 SMALL = SyntheticConfig(n_users=300, n_items=200, mean_events_per_user=10.0)
-MESSY = dataclasses.replace(SMALL, duplicate_rate=0.05, malformed_rate=0.03, unknown_item_rate=0.02)
 
 
-@pytest.fixture(scope="module")
-def default_tables() -> tuple[pa.Table, pa.Table]:
-    return generate(SyntheticConfig(), seed=7)
+def test_xxhash64_matches_values_spark_returned() -> None:
+    # SELECT xxhash64(1L, 2L, 3L), xxhash64(-5L, 4611686018427387904L) in Spark 4.2.
+    assert syn.xxhash64(1, 2, 3) == 4904562767517797033
+    assert syn.xxhash64(1, 2, 0) == 5002502036123448364
+    assert syn.xxhash64(-5, 2**62) == -5953468967923915855
 
 
-def _split(events: pa.Table) -> dict[str, pd.DataFrame]:
-    """Classifies raw rows the way the cleaning step will: malformed, unknown item, clean, duplicate."""
-    df = events.to_pandas()
-    malformed = (df.user_id.isna() | (df.item_id == "") | (df.event_time == "not-a-time")
-                 | (df.event_type == "teleport") | (df.rating == "-3"))
-    unknown = df.item_id.str.startswith("X999") & ~malformed
-    valid = df[~malformed & ~unknown]
-    clean = valid.drop_duplicates()
-    return {"all": df, "malformed": df[malformed], "unknown": df[unknown], "valid": valid, "clean": clean}
+def test_murmur3_matches_values_spark_returned() -> None:
+    # SELECT hash(0), hash(1) in Spark 4.2 (int arguments).
+    assert syn._murmur3_int(0) == 933211791
+    assert syn._murmur3_int(1) == -559580957
 
 
-def test_same_seed_identical_and_other_seed_different() -> None:
-    cat1, ev1 = generate(SMALL, seed=3)
-    cat2, ev2 = generate(SMALL, seed=3)
-    cat3, ev3 = generate(SMALL, seed=4)
-    assert cat1.equals(cat2) and ev1.equals(ev2)
-    assert not cat1.equals(cat3) and not ev1.equals(ev3)
+@settings(max_examples=50, deadline=None)
+@given(seed=st.integers(0, 2**63 - 1), key=st.integers(-2**63, 2**63 - 1))
+def test_hash_uniform_is_a_deterministic_unit_draw(seed, key) -> None:
+    u = syn.hash_uniform(seed, "stream", key)
+    assert 0.0 <= u < 1.0 and u == syn.hash_uniform(seed, "stream", key)
 
 
-def test_schema_is_the_raw_contract(default_tables) -> None:
-    cat, ev = default_tables
-    assert cat.schema.equals(CATALOGUE_SCHEMA) and ev.schema.equals(RAW_EVENTS_SCHEMA)
-    assert cat.schema.names == ["item_id", "title", "brand", "categories", "price", "description"]
-    types = [cat.schema.field(c).type for c in cat.schema.names]
-    assert types == [pa.string()] * 4 + [pa.float64(), pa.string()]
-    assert ev.schema.names == ["user_id", "item_id", "event_type", "event_time", "rating"]
-    assert all(f.type == pa.string() for f in ev.schema)
+def test_streams_and_seeds_are_independent() -> None:
+    a = [syn.hash_uniform(1, "a", k) for k in range(2000)]
+    b = [syn.hash_uniform(1, "b", k) for k in range(2000)]
+    c = [syn.hash_uniform(2, "a", k) for k in range(2000)]
+    assert abs(np.corrcoef(a, b)[0, 1]) < 0.1 and abs(np.corrcoef(a, c)[0, 1]) < 0.1
+    assert abs(np.mean(a) - 0.5) < 0.03  # roughly uniform
 
 
-def test_catalogue_is_realistic(default_tables) -> None:
-    cat = default_tables[0].to_pandas()
-    assert cat.item_id.is_unique and cat.item_id.str.fullmatch(r"I\d{6}").all()
-    assert cat.title.notna().all() and cat.categories.notna().all()
-    assert (cat.categories.str.count(" > ") == 2).all()  # Top > Sub > Leaf
-    assert cat.categories.str.split(" > ").str[0].nunique() == 6
-    assert cat.categories.str.rsplit(" > ", n=1).str[0].nunique() == 24
-    assert 0 < cat.brand.isna().mean() < 0.1 and cat.brand.nunique() <= 60
-    prices = cat.price.dropna()
-    assert (prices > 0).all() and prices.median() < prices.mean()  # log-normal skew
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 10**7), exponent=st.floats(0.0, 3.0),
+       u=st.lists(st.floats(0.0, 1.0, exclude_max=True), min_size=1, max_size=50))
+def test_zipf_rank_lies_in_range_and_grows_with_u(n, exponent, u) -> None:
+    u = np.sort(np.array(u))
+    rank = syn.zipf_rank(u, n, exponent, syn.zipf_constant(n, exponent))
+    assert rank.min() >= 0 and rank.max() <= n - 1
+    assert (np.diff(rank) >= 0).all()
 
 
-def test_clean_rows_reference_the_catalogue(default_tables) -> None:
-    cat, ev = default_tables
-    parts = _split(ev)
-    assert set(parts["valid"].item_id) <= set(cat.column("item_id").to_pylist())
-    assert parts["clean"].user_id.str.fullmatch(r"U\d{6}").all()
-    assert set(parts["clean"].event_type) == {"view", "click", "cart", "fav", "buy", "rate"}
-    rated = parts["clean"].event_type == "rate"
-    assert parts["clean"].rating[~rated].isna().all()
-    assert parts["clean"].rating[rated].astype(float).between(1.0, 5.0).all()
+@pytest.mark.parametrize("exponent", [0.7, 1.0, 1.1, 1.6])
+def test_zipf_rank_frequencies_follow_the_power_law(exponent) -> None:
+    n, draws = 50, 200_000
+    u = (np.arange(draws) + 0.5) / draws  # a perfectly even sweep of [0, 1)
+    counts = np.bincount(syn.zipf_rank(u, n, exponent, syn.zipf_constant(n, exponent)), minlength=n)
+    assert (np.diff(counts) <= 0).all()  # rank 0 is the most popular
+    # Rank k - 1 owns [k, k + 1) of the power law x^-s on [1, n + 1): its exact share is a difference
+    # of the CDF, which the even sweep reproduces up to its resolution.
+    cdf = (lambda x: math.log(x)) if exponent == 1.0 else (lambda x: x ** (1 - exponent) / (1 - exponent))
+    total = cdf(n + 1) - cdf(1)
+    for k in (1, 2, 5, 10, 40):
+        assert counts[k - 1] / draws == pytest.approx((cdf(k + 1) - cdf(k)) / total, rel=0.01)
 
 
-@pytest.mark.parametrize("cfg", [SyntheticConfig(), MESSY], ids=["default", "messy"])
-def test_row_accounting_honours_the_rates(cfg: SyntheticConfig) -> None:
-    _, ev = generate(cfg, seed=11)
-    parts = _split(ev)
-    n_clean = len(parts["clean"])
-    assert len(parts["valid"]) - n_clean == round(cfg.duplicate_rate * n_clean)
-    assert len(parts["malformed"]) == round(cfg.malformed_rate * n_clean)
-    assert len(parts["unknown"]) == round(cfg.unknown_item_rate * n_clean)
-    mal = parts["malformed"]
-    kinds = [mal.user_id.isna(), mal.item_id == "", mal.event_time == "not-a-time",
-             mal.event_type == "teleport", mal.rating == "-3"]
-    assert all(k.any() for k in kinds) and (sum(k.astype(int) for k in kinds) == 1).all()
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(0.01, 100.0), min_size=1, max_size=40))
+def test_alias_table_reproduces_the_weights_exactly(weights) -> None:
+    prob, alias = syn.alias_table(weights)
+    n = len(weights)
+    implied = np.array(prob) / n
+    np.add.at(implied, np.array(alias), (1.0 - np.array(prob)) / n)
+    np.testing.assert_allclose(implied, np.array(weights) / sum(weights), atol=1e-9)
 
 
-def test_clean_count_does_not_depend_on_messiness() -> None:
-    tidy = dataclasses.replace(SMALL, duplicate_rate=0.0, malformed_rate=0.0, unknown_item_rate=0.0)
-    _, ev_tidy = generate(tidy, seed=5)
-    _, ev_messy = generate(MESSY, seed=5)
-    assert ev_tidy.num_rows == len(_split(ev_tidy)["clean"]) == len(_split(ev_messy)["clean"])
+def test_alias_draw_samples_in_proportion() -> None:
+    weights = [5.0, 1.0, 0.0001, 3.0]
+    prob, alias = syn.alias_table(weights)
+    grid = (np.arange(400) + 0.5) / 400
+    u1, u2 = np.meshgrid(grid, grid)
+    counts = np.bincount(syn.alias_draw(u1.ravel(), u2.ravel(), prob, alias), minlength=4)
+    np.testing.assert_allclose(counts / counts.sum(), np.array(weights) / sum(weights), atol=0.003)
+    with pytest.raises(ValueError):
+        syn.alias_table([1.0, 0.0])
 
 
-def test_rows_arrive_unordered(default_tables) -> None:
-    times = default_tables[1].column("event_time").to_pylist()
-    assert times != sorted(times, key=str)
+@settings(max_examples=80, deadline=None)
+@given(n_humans=st.integers(1, 5000), mean=st.floats(0.0, 40.0), min_events=st.integers(0, 8))
+def test_activity_counts_are_exact_heavy_tailed_and_at_least_the_minimum(n_humans, mean, min_events) -> None:
+    n_events = min_events * n_humans + int(round(max(mean - min_events, 0.0) * n_humans))
+    counts = syn.activity_counts(n_humans, n_events, min_events)
+    assert counts.sum() == n_events and counts.min() >= min_events
+    assert (np.diff(counts) <= 1).all()  # ranked by activity, up to flooring
+    cfg = dataclasses.replace(SMALL, min_events_per_user=min_events)
+    assert counts[0] == syn._heaviest(n_humans, n_events, cfg)  # what check() bounds
 
 
-def test_user_sequences_are_time_coherent(default_tables) -> None:
-    cfg = SyntheticConfig()
-    parts = _split(default_tables[1])
-    rows = parts["all"].drop_duplicates()
-    rows = rows[rows.user_id.notna() & (rows.event_time != "not-a-time")]
-    # No two distinct rows of one user share a second, messy rows included.
-    assert not rows.duplicated(["user_id", "event_time"]).any()
-    times = pd.to_datetime(parts["clean"].event_time, format="%Y-%m-%dT%H:%M:%S")
-    start = pd.Timestamp(cfg.start_date)
-    assert times.min() >= start and times.max() < start + pd.Timedelta(days=cfg.days)
-    counts = parts["clean"].groupby("user_id").size()
-    assert len(counts) == cfg.n_users and counts.min() >= cfg.min_events_per_user
-    assert abs(counts.mean() - cfg.mean_events_per_user) < 2.5
+def test_activity_is_heavy_tailed_at_the_demo_size() -> None:
+    counts = syn.activity_counts(1980, 27720, 5)
+    assert counts.max() > 10 * np.median(counts) and np.median(counts) < counts.mean()
 
 
-def test_users_have_coherent_tastes_and_items_zipf_popularity(default_tables) -> None:
-    cat, ev = default_tables
-    clean = _split(ev)["clean"].merge(cat.to_pandas()[["item_id", "categories"]], on="item_id")
-    clean["sub"] = clean.categories.str.rsplit(" > ", n=1).str[0]
-    per_sub = clean.groupby(["user_id", "sub"]).size()
-    top_share = per_sub.groupby(level="user_id").max() / per_sub.groupby(level="user_id").sum()
-    uniform = 1 / (SyntheticConfig().n_top_categories * SyntheticConfig().n_sub_categories)
-    assert top_share.mean() > 10 * uniform
-    popularity = clean.item_id.value_counts()
-    assert popularity.iloc[: len(popularity) // 10].sum() > 0.35 * len(clean)
+@settings(max_examples=200, deadline=None)
+@given(n_sessions=st.integers(1, 400), span=st.integers(1, 90), data=st.data())
+def test_session_days_fill_the_span_and_share_a_day_only_up_to_its_slots(n_sessions, span, data) -> None:
+    phase = data.draw(st.integers(0, span - 1))
+    days = syn.session_day(np.arange(n_sessions), n_sessions, span, phase)
+    assert days.min() >= 0 and days.max() < span and (np.diff(days) >= 0).all()
+    slots = math.ceil(n_sessions / span)
+    per_day = np.bincount(days)
+    assert per_day.max() <= slots
+    # Sessions of one day are consecutive, so j mod slots gives them distinct slots.
+    for d in np.flatnonzero(per_day):
+        js = np.flatnonzero(days == d)
+        assert len(set(js % slots)) == len(js)
 
 
-def test_dates_and_sizes_come_from_config() -> None:
-    cfg = dataclasses.replace(SMALL, start_date="2024-02-28", days=3, n_top_categories=12,
-                              n_sub_categories=8, n_brands=0)
-    cat, ev = generate(cfg, seed=1)
-    times = _split(ev)["clean"].event_time
-    assert times.min() >= "2024-02-28T00:00:00" and times.max() < "2024-03-02T00:00:00"
-    assert cat.column("brand").null_count == cat.num_rows
-    paths = pd.Series(cat.column("categories").to_pylist()).str.rsplit(" > ", n=1).str[0]
-    assert paths.nunique() == min(96, cfg.n_items)  # names past the vocabulary get suffixes
+@settings(max_examples=50, deadline=None)
+@given(n=st.integers(1, 3000), seed=st.integers(0, 2**32))
+def test_scrambler_is_a_bijection(n, seed) -> None:
+    mult, add = syn.scrambler(n, seed, "ids")
+    assert sorted((mult * x + add) % n for x in range(n)) == list(range(n))
 
 
-def test_invalid_sizes_are_rejected() -> None:
-    with pytest.raises(ValueError, match="n_items"):
-        generate(dataclasses.replace(SMALL, n_items=0), seed=1)
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 400))
+def test_partition_keys_land_in_their_partition(partitions) -> None:
+    keys = syn.partition_keys(partitions)
+    assert [syn.hash_partition(k, partitions) for k in keys] == list(range(partitions))
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(n_users=st.integers(1, 30), n_items=st.integers(5, 50), n_top=st.integers(1, 12),
-       n_sub=st.integers(1, 8), n_brands=st.integers(0, 20), mean=st.floats(0.0, 20.0),
-       min_events=st.integers(0, 6), days=st.integers(1, 5),
-       rates=st.tuples(*[st.floats(0.0, 0.3)] * 3), seed=st.integers(0, 2**32 - 1))
-def test_generator_never_crashes_and_rows_add_up(n_users, n_items, n_top, n_sub, n_brands, mean,
-                                                 min_events, days, rates, seed) -> None:
-    cfg = SyntheticConfig(n_users=n_users, n_items=n_items, n_top_categories=n_top,
-                          n_sub_categories=n_sub, n_brands=n_brands, mean_events_per_user=mean,
-                          min_events_per_user=min_events, days=days, duplicate_rate=rates[0],
-                          malformed_rate=rates[1], unknown_item_rate=rates[2])
-    cat, ev = generate(cfg, seed)
-    assert cat.num_rows == n_items and cat.schema.equals(CATALOGUE_SCHEMA)
-    assert ev.schema.equals(RAW_EVENTS_SCHEMA)
-    parts = _split(ev)
-    n_clean = len(parts["clean"])
-    n_dup = len(parts["valid"]) - n_clean
-    assert ev.num_rows == n_clean + n_dup + len(parts["malformed"]) + len(parts["unknown"])
-    assert n_dup == round(rates[0] * n_clean)
-    assert len(parts["malformed"]) == round(rates[1] * n_clean)
-    assert len(parts["unknown"]) == round(rates[2] * n_clean)
-    assert n_clean >= n_users * min_events
+def test_human_timing_leaves_the_clean_rules_exact() -> None:
+    """The generator's spacing against the default clean rules: injected near-duplicates (1-10 s
+    after the original) are the only repeats within the window, whether a repeat is compared with the
+    previous kept row or the previous row; humans never look like bots; bot days always do."""
+    clean = CleanConfig()
+    window = clean.near_duplicate_seconds
+    assert syn.NEAR_DUPLICATE_MAX_OFFSET <= window < syn.MIN_GAP_SECONDS - syn.NEAR_DUPLICATE_MAX_OFFSET
+    assert syn.MIN_GAP_SECONDS > clean.bot_min_median_gap_seconds
+    most_per_day = syn.MAX_HUMAN_EVENTS_PER_DAY + 2 * syn.SESSION_LENGTH[1]
+    assert most_per_day < clean.bot_max_events_per_day
+    assert syn.BOT_EVENTS[0] >= clean.bot_min_events_for_gap and syn.BOT_EVENTS[1] < clean.bot_max_events_per_day
+
+
+@settings(max_examples=200, deadline=None)
+@given(n=st.integers(1, syn.MAX_HUMAN_EVENTS_PER_DAY * 365), days=st.integers(1, 365),
+       sess_len=st.integers(*syn.SESSION_LENGTH))
+def test_a_busy_human_day_still_fits_its_session_slots(n, days, sess_len) -> None:
+    """The slot geometry of jobs/generate.py: a day's sessions get distinct slots, and the spacing
+    that fits a session plus the near-duplicate margin in a slot stays above MIN_GAP_SECONDS."""
+    span = max(math.ceil(n / syn.MAX_HUMAN_EVENTS_PER_DAY), 1)
+    if span > days:
+        return  # rejected by synthetic.check
+    n_sessions = math.ceil(n / sess_len)
+    slots = math.ceil(n_sessions / span)
+    width = syn.SECONDS_PER_DAY // slots
+    step = (width - syn.SLOT_MARGIN) // sess_len
+    assert step >= syn.MIN_GAP_SECONDS + 1
+
+
+def test_plan_sizes_cells_and_brands() -> None:
+    plan = syn.plan(SyntheticConfig(), seed=7)
+    assert sum(plan.cell_size) == 1200 and min(plan.cell_size) >= 1 and len(plan.cells) == 24
+    assert plan.cell_start == tuple(int(v) for v in np.cumsum(plan.cell_size) - plan.cell_size)
+    assert plan.n_humans + plan.n_bots == 2000 and plan.n_bots == 20 and plan.n_events == 1980 * 14
+    assert len(plan.dates) == 60 + 3 and plan.dates[0] == "2026-01-01" and plan.dates[59] == "2026-03-01"
+    assert len(set(plan.brands)) == 60 and all(plan.top_brands)
+    assert len(plan.partition_keys) == plan.partitions >= 2
+    assert plan == syn.plan(SyntheticConfig(), seed=7) and plan != syn.plan(SyntheticConfig(), seed=8)
+
+
+def test_tiny_catalogues_leave_cells_empty_but_never_draw_them() -> None:
+    plan = syn.plan(dataclasses.replace(SMALL, n_items=5, n_top_categories=3, n_sub_categories=4,
+                                        bot_user_rate=0.0), seed=1)
+    assert sum(plan.cell_size) == 5 and len(plan.live_cells) == 5
+    assert all(plan.cell_size[c] > 0 for c in plan.live_cells)
+
+
+def test_category_tree_names_past_the_vocabulary_get_suffixes() -> None:
+    cells = syn.category_tree(12, 8)
+    paths = [c.path for c in cells]
+    assert len(set(paths)) == 96 and "Beauty 2 > Skin Care" in paths and "Beauty > Skin Care 2" in paths
+    assert cells[0].leaves[0] == "Night Cream" and all(c.attributes for c in cells)
+
+
+def test_resize_keeps_events_per_user_and_per_item() -> None:
+    big = syn.resize(SyntheticConfig(), n_events=10**7)
+    assert big.n_events == 10**7 and big.n_users == 721_501 and big.n_items == 432_900
+    assert syn.n_clean_events(big) / (big.n_users - syn.n_bots(big)) == pytest.approx(14.0, rel=0.01)
+    assert syn.resize(SyntheticConfig(), n_users=10).n_users == 10
+    syn.check(syn.resize(SyntheticConfig(), n_events=10**8))  # the benchmark's largest size is valid
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"n_items": 0}, "n_items"),
+    ({"duplicate_rate": 1.5}, "duplicate_rate"),
+    ({"n_events": 100}, "cannot give"),
+    ({"n_users": 20, "n_events": 10**6}, "most active user"),
+    ({"n_items": 10}, "bots need"),
+    ({"late_rate": 0.1, "max_late_days": 0}, "max_late_days"),
+])
+def test_invalid_settings_fail_with_a_clear_message(change, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        syn.check(dataclasses.replace(SMALL, **change))
+
+
+def test_every_extra_kind_is_a_reason_or_removal_rule() -> None:
+    from schemas.tables import REASONS, REMOVAL_RULES
+
+    assert set(syn.MALFORMED_KINDS) | {"unknown_item"} <= set(REASONS)
+    assert {"exact_duplicate", "near_duplicate"} <= set(REMOVAL_RULES)
+    assert Counter(syn.EXTRA_KINDS).most_common(1)[0][1] == 1
