@@ -62,13 +62,15 @@ test-fast: install
 bench: install
 	$(VENV)/bin/python benchmarks/rq_encode.py
 
+# Generates the synthetic events once per size (about 2 GB at 1e8, under $(CACHE)/bench/clean), then
+# times the clean stage against a plain parquet copy; writes benchmarks/results/clean_scaling.json.
+# On 2 cores 1e6 and 1e7 take about 8 min; 1e8 adds about an hour. SIZES="1e6 1e7" for the short run.
+SIZES ?= 1e6 1e7 1e8
+bench-clean: install
+	$(VENV)/bin/python benchmarks/clean_scaling.py --sizes $(SIZES)
+
 # Every quantizer x collision strategy on Beauty and Scientific, peers' SIDs, and 10^6-vector speed
 # against raw FAISS; writes benchmarks/results/tokenize.json (about 45 min on 2 cores).
-# Generates 1e6, 1e7 and 1e8 synthetic events once (about 12 GB under $(CACHE)/bench/clean), then
-# times the clean stage against a plain parquet copy; writes benchmarks/results/clean_scaling.json.
-bench-clean: install
-	$(VENV)/bin/python benchmarks/clean_scaling.py
-
 bench-tokenize: install
 	$(VENV)/bin/python benchmarks/tokenizer_zoo.py
 

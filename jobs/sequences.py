@@ -118,6 +118,8 @@ def audit_row(run_id: str, dataset: str, input_rows: int, output_rows: int, by_r
 
 
 def main(ctx: RunContext) -> dict:
+    from pyspark.sql import functions as F
+
     from schemas.spark import struct_type
 
     K.validate_sequence_config(ctx.config)
@@ -140,8 +142,11 @@ def main(ctx: RunContext) -> dict:
     finally:
         labeled.unpersist()
     written = delta_io.read(spark, settings, S.USER_SEQUENCES, version=version)
+    # The run is identified by its input's content, not its Delta version: a clean rerun commits a new
+    # version of the same rows, and must not add a second audit row for the same sequences.
+    content = events.agg(F.count(F.lit(1)), F.bit_xor(F.xxhash64("event_id"))).first()
     run_id = fingerprint("sequences", cfg.data.dataset, cfg.clean.kcore, cfg.clean.kcore_max_iterations,
-                         seq_cfg, clean_version)
+                         seq_cfg, tuple(content))
     row = audit_row(run_id, cfg.data.dataset, stats.input_rows, output_events(written), by_rule,
                     ctx.logical_time)
     audit_df = spark.createDataFrame([row], schema=struct_type(S.INGEST_AUDIT))

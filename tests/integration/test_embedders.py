@@ -46,14 +46,15 @@ def _write_inputs(ctx):
 
     spark = ctx.spark
     items = spark.createDataFrame(
-        [(i, t, b, c, 1.0, "", f"h-{i}") for i, t, b, c in ITEMS],
+        [(i, t, b, c, 1.0, "", None, f"h-{i}") for i, t, b, c in ITEMS],
         "item_id string, title string, brand string, categories string, price double, description string, "
-        "content_hash string")
+        "attributes string, content_hash string")
     start = datetime(2026, 1, 1)
-    events = [(f"e-{u}-{k}", u, i, "view", start + timedelta(hours=k), None, (start + timedelta(hours=k)).date())
-              for u, basket in BASKETS.items() for k, i in enumerate(basket)]
+    events = [(f"e-{u}-{k}", u, i, "view", start + timedelta(hours=k), None, None, (start + timedelta(hours=k)).date(),
+               (start + timedelta(hours=k)).date()) for u, basket in BASKETS.items() for k, i in enumerate(basket)]
     clean = spark.createDataFrame(events, "event_id string, user_id string, item_id string, event_type string, "
-                                          "event_time timestamp, rating double, event_date date")
+                                          "event_time timestamp, session_id string, rating double, ingest_date date, "
+                                          "event_date date")
     delta_io.overwrite(spark, ctx.settings, S.ITEMS, items)
     delta_io.overwrite(spark, ctx.settings, S.INTERACTIONS_CLEAN, clean)
     sequences.main(ctx)
@@ -71,7 +72,9 @@ def lake(spark, tiny_config, tmp_path_factory):
                                 als=dataclasses.replace(tiny_config.embed.als, rank=4, max_iter=5),
                                 famae=dataclasses.replace(tiny_config.embed.famae, d_model=16, num_heads=2,
                                                           num_layers=1, batch_size=16, steps=10))
-    ctx = RunContext(settings=settings, config=dataclasses.replace(tiny_config, embed=embed),
+    # Baskets of 3-5 events: k-core filtering would leave no history, so it is off here.
+    clean = dataclasses.replace(tiny_config.clean, kcore=0)
+    ctx = RunContext(settings=settings, config=dataclasses.replace(tiny_config, embed=embed, clean=clean),
                      logical_time=datetime(2026, 3, 1), _spark=spark)
     _write_inputs(ctx)
     return ctx
