@@ -120,7 +120,7 @@ def _write(spark, settings, spec, df, replace_where: str | None, rebalance: bool
     """One Delta commit: the whole table, or only the rows matching replace_where.
 
     rebalance=False for a frame that already arrives clustered by the partition columns (the clean
-    rows leave the windows sorted by event_date), where a rebalance would shuffle it again."""
+    rows leave the removal rules sorted by event_date), where a rebalance would shuffle it again."""
     from jobs.spark import register_table
     from schemas.spark import conform
 
