@@ -150,7 +150,8 @@ def hot_user_days(raw, cfg, daily: bool):
     aggregation, so a hot user costs one counter per task."""
     from pyspark.sql import functions as F
 
-    ts, day = _event_ts(), F.to_date(_event_ts())
+    ts = _event_ts()
+    day = F.to_date(ts)
     late = F.datediff(F.to_date("ingest_date"), day)
     ok = (F.col("malformed").isNull() & (F.trim("user_id") != "") & ts.isNotNull()
           & (ts >= F.lit(cfg.min_event_time).cast("timestamp")) & (ts < F.lit(cfg.max_event_time).cast("timestamp")))

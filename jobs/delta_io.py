@@ -11,17 +11,28 @@ def table_exists(spark, settings, spec: TableSpec) -> bool:
     return DeltaTable.isDeltaTable(spark, str(settings.table_path(spec.name)))
 
 
-def overwrite(spark, settings, spec: TableSpec, df) -> int:
-    """Replaces the table's contents in one Delta commit and returns the new version."""
+def overwrite(spark, settings, spec: TableSpec, df, replace_where: str | None = None,
+              layout: str = "repartition") -> int:
+    """One Delta commit replacing the table's contents, or only the rows matching replace_where (the
+    whole table when it does not exist yet). Returns the new version.
+
+    layout of a partitioned table's files: "repartition" writes one file per partition value;
+    "rebalance" lets AQE split big values over several tasks (a date of a large log); "as_is" keeps
+    a frame that already arrives clustered by the partition columns, which either would shuffle again."""
     from jobs.spark import register_table
 
+    if layout not in ("repartition", "rebalance", "as_is"):
+        raise ValueError(f"layout must be 'repartition', 'rebalance' or 'as_is', not {layout!r}")
     df = conform(df, spec)
-    if spec.partition_by:
-        # One file per partition value instead of one per task and value.
+    if spec.partition_by and layout == "repartition":
         df = df.repartition(*spec.partition_by)
+    elif spec.partition_by and layout == "rebalance":
+        df = df.hint("rebalance", *spec.partition_by)
     writer = df.write.format("delta").mode("overwrite")
     if spec.partition_by:
         writer = writer.partitionBy(*spec.partition_by)
+    if replace_where and table_exists(spark, settings, spec):
+        writer = writer.option("replaceWhere", replace_where)
     writer.save(str(settings.table_path(spec.name)))
     register_table(spark, settings, spec.name)
     return latest_version(spark, settings, spec)

@@ -113,29 +113,7 @@ def _in_dates(column: str, dates: list[date]) -> str:
     return f"{column} IN ({', '.join(repr(d.isoformat()) for d in dates)})"
 
 
-# ---------------------------------------------------------------- writes
-
-
-def _write(spark, settings, spec, df, replace_where: str | None, rebalance: bool = True) -> int:
-    """One Delta commit: the whole table, or only the rows matching replace_where.
-
-    rebalance=False for a frame that already arrives clustered by the partition columns (the clean
-    rows leave the removal rules sorted by event_date), where a rebalance would shuffle it again."""
-    from jobs.spark import register_table
-    from schemas.spark import conform
-
-    df = conform(df, spec)
-    if spec.partition_by and rebalance:
-        # AQE's rebalance: few files per date, with big dates split rather than written by one task.
-        df = df.hint("rebalance", *spec.partition_by)
-    writer = df.write.format("delta").mode("overwrite")
-    if spec.partition_by:
-        writer = writer.partitionBy(*spec.partition_by)
-    if replace_where and delta_io.table_exists(spark, settings, spec):
-        writer = writer.option("replaceWhere", replace_where)
-    writer.save(str(settings.table_path(spec.name)))
-    register_table(spark, settings, spec.name)
-    return delta_io.latest_version(spark, settings, spec)
+# ---------------------------------------------------------------- checkpoint
 
 
 def checkpoint(spark, settings, cfg, dates: list[date] | None, result_format: str = "BOOLEAN_ONLY"):
@@ -239,20 +217,22 @@ def main(ctx: RunContext, day: date | None = None) -> dict:
     q_items = q_items.withColumn("dataset", F.lit(dataset))
     with step("quarantine"):
         if dates is None:
-            versions["interactions_quarantine"] = _write(spark, settings, S.INTERACTIONS_QUARANTINE,
-                                                         quarantine.unionByName(q_items), None)
+            versions["interactions_quarantine"] = delta_io.overwrite(
+                spark, settings, S.INTERACTIONS_QUARANTINE, quarantine.unionByName(q_items), layout="rebalance")
         else:
-            _write(spark, settings, S.INTERACTIONS_QUARANTINE, q_items, "source = 'items'")
-            versions["interactions_quarantine"] = _write(
+            delta_io.overwrite(spark, settings, S.INTERACTIONS_QUARANTINE, q_items, "source = 'items'",
+                               layout="rebalance")
+            versions["interactions_quarantine"] = delta_io.overwrite(
                 spark, settings, S.INTERACTIONS_QUARANTINE, quarantine,
-                f"source = 'events' AND {_in_dates('scope_date', dates)}")
+                f"source = 'events' AND {_in_dates('scope_date', dates)}", layout="rebalance")
     valid = Observation("valid_rows")
     classified = C.removals(parsed.where(F.col("reason").isNull()),
                             C.hot_user_days(raw_events, cfg, daily=day is not None), cfg)
     classified = classified.observe(valid, *_fate_counts(S.REMOVAL_RULES, "rule"))
     with step("clean rows"):
-        versions["interactions_clean"] = _write(spark, settings, S.INTERACTIONS_CLEAN,
-                                                C.clean_columns(classified), where, rebalance=False)
+        # The rules leave the rows sorted by event_date: the writer needs no shuffle of its own.
+        versions["interactions_clean"] = delta_io.overwrite(spark, settings, S.INTERACTIONS_CLEAN,
+                                                            C.clean_columns(classified), where, layout="as_is")
     in_scope, by_rule = seen.get["_rows"], {r: n for r, n in valid.get.items() if r != "_rows" and n}
     quarantined = sum(n for r, n in seen.get.items() if r != "_rows")
     if valid.get["_rows"] != in_scope - quarantined:  # the two reads must agree on the rows in scope

@@ -98,7 +98,7 @@ def test_failed_checkpoint_restores_the_table(ingested, ctx):
     day = delta_io.read(spark, settings, S.INTERACTIONS_CLEAN).agg(F.min("event_date")).first()[0]
     bad = (delta_io.read(spark, settings, S.INTERACTIONS_CLEAN).where(F.col("event_date") == day)
            .withColumn("event_type", F.lit("teleport")))
-    ingest._write(spark, settings, S.INTERACTIONS_CLEAN, bad, f"event_date = '{day.isoformat()}'")
+    delta_io.overwrite(spark, settings, S.INTERACTIONS_CLEAN, bad, f"event_date = '{day.isoformat()}'")
     with pytest.raises(ingest.CheckpointFailed, match="event_type"):
         ingest.checkpoint_or_restore(ctx, [day], previous)
     assert table() == good
