@@ -64,7 +64,7 @@ bench: install
 
 # Generates the synthetic events once per size (about 2 GB at 1e8, under $(CACHE)/bench/clean), then
 # times the clean stage against a plain parquet copy; writes benchmarks/results/clean_scaling.json.
-# On 2 cores 1e6 and 1e7 take about 8 min; 1e8 adds about an hour. SIZES="1e6 1e7" for the short run.
+# On 2 cores 1e6 and 1e7 take about 8 min; 1e8 adds about 40 min. SIZES="1e6 1e7" for the short run.
 SIZES ?= 1e6 1e7 1e8
 bench-clean: install
 	$(VENV)/bin/python benchmarks/clean_scaling.py --sizes $(SIZES)

@@ -139,7 +139,10 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes]
 
     os.environ["GENREC_SPARK_MASTER"] = args.master
-    os.environ.setdefault("GENREC_SHUFFLE_PARTITIONS", "64")
+    # The project's default of 8 shuffle partitions, which AQE coalesces further. Every task writes a
+    # file per event date it holds, so more partitions mean more, smaller files: at 1.1e7 rows 64
+    # partitions made the clean rows' write 17 s slower (661 data files against 481).
+    os.environ.setdefault("GENREC_SHUFFLE_PARTITIONS", "8")
     os.environ.setdefault("GENREC_DRIVER_MEMORY", "8g")
     cache = Path(os.environ.get("GENREC_CACHE", REPO / ".cache"))
     bench_root = cache / "bench" / "clean"
