@@ -141,7 +141,7 @@ def mark_unknown_items(df, items, n_items: int):
 
 
 def hot_user_days(raw, cfg, daily: bool):
-    """(_u, _date, _hot) for user-days with more than bot_max_events_per_day attributable rows.
+    """(user_id, event_date, _hot) for user-days with more than bot_max_events_per_day attributable rows.
 
     A row is attributable to a user-day when it is not malformed and has a user and an event time
     inside the window (in daily mode, one that landed within max_late_days of its date, as the run
@@ -157,13 +157,14 @@ def hot_user_days(raw, cfg, daily: bool):
           & (ts >= F.lit(cfg.min_event_time).cast("timestamp")) & (ts < F.lit(cfg.max_event_time).cast("timestamp")))
     if daily:
         ok = ok & (late >= 0) & (late <= cfg.max_late_days)
-    return (raw.where(ok).groupBy(F.trim("user_id").alias("_u"), day.alias("_date")).count()
-            .where(F.col("count") > cfg.bot_max_events_per_day).select("_u", "_date", F.lit(True).alias("_hot")))
+    return (raw.where(ok).groupBy(F.trim("user_id").alias("user_id"), day.alias("event_date")).count()
+            .where(F.col("count") > cfg.bot_max_events_per_day)
+            .select("user_id", "event_date", F.lit(True).alias("_hot")))
 
 
 def removals(valid, hot, cfg):
     """The valid rows (reason null) in the interactions_clean layout, plus `rule`: bot_user_day,
-    exact_duplicate, near_duplicate or null (clean), and scope_date (the event date).
+    exact_duplicate, near_duplicate or null (clean).
 
     A hot user-day (hot_user_days) is a bot's outright. Its rows are spread over SALT buckets, so a
     hot user fills many tasks instead of one; every other day is bucket 0, so (event_date, user,
@@ -179,22 +180,19 @@ def removals(valid, hot, cfg):
     from pyspark.sql import functions as F
     from pyspark.sql.types import ByteType, StructField, StructType
 
-    from genrec_core.data.removals import RULE_NAMES, Thresholds
+    from genrec_core.data.removals import GROUP_KEYS, RULE_NAMES, Thresholds
 
     # Only what the rules and the clean layout need crosses the shuffle.
     df = (valid.select(event_id_expr().alias("event_id"), *typed_columns(), "source")
-          .join(F.broadcast(hot.withColumnRenamed("_u", "user_id").withColumnRenamed("_date", "event_date")),
-                on=["user_id", "event_date"], how="left")
+          .join(F.broadcast(hot), on=["user_id", "event_date"], how="left")
           .withColumn("_hot", F.coalesce(F.col("_hot"), F.lit(False))))
     salt = F.when(F.col("_hot"), F.pmod(F.xxhash64("event_id", "ingest_date", "source"), F.lit(SALT))).otherwise(0)
-    key = ("event_date", "user_id", "_salt")
-    df = (df.withColumn("_salt", salt.cast("int")).repartition(*key)
-          .sortWithinPartitions(*key, "event_time", "event_id", "ingest_date", "source").drop("source"))
+    df = (df.withColumn("_salt", salt.cast("int")).repartition(*GROUP_KEYS)
+          .sortWithinPartitions(*GROUP_KEYS, "event_time", "event_id", "ingest_date", "source").drop("source"))
     out = StructType([*df.schema.fields, StructField("_rule", ByteType(), False)])
     df = df.mapInArrow(_rules_over_partition(Thresholds.of(cfg)), out)
     rule = F.create_map(*[F.lit(x) for code, name in RULE_NAMES.items() for x in (code, name)])[F.col("_rule")]
-    return (df.withColumn("rule", rule).withColumn("scope_date", F.col("event_date"))
-            .drop("_rule", "_hot", "_salt"))
+    return df.withColumn("rule", rule).drop("_rule", "_hot", "_salt")
 
 
 def _rules_over_partition(thresholds):
@@ -225,7 +223,8 @@ def mark_removals(df, cfg, daily: bool = False):
     layout (event_id and rule null): every row of `df` once, with its reason or rule."""
     from pyspark.sql import functions as F
 
-    valid = removals(df.where(F.col("reason").isNull()), hot_user_days(df, cfg, daily), cfg)
+    valid = (removals(df.where(F.col("reason").isNull()), hot_user_days(df, cfg, daily), cfg)
+             .withColumn("scope_date", F.col("event_date")))  # a valid row's date is its event date
     rest = df.where(F.col("reason").isNotNull()).select(
         F.lit(None).cast("string").alias("event_id"), *typed_columns(), "reason",
         F.lit(None).cast("string").alias("rule"), "scope_date")
