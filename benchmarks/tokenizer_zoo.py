@@ -26,10 +26,12 @@ import numpy as np
 # The ceiling for flat residual search (bare IndexFlatL2 per level) is the one rq_encode.py measures.
 from rq_encode import raw_faiss_encode
 
+from genrec_core.quantize import registry
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
-QUANTIZERS = ("rq_kmeans", "faiss_rq", "rq_kmeans_balanced", "rqvae", "gaoq")
-STRATEGIES = ("dedup_digit", "cap_reassign", "rrs", "ecm")
+QUANTIZERS = tuple(registry.QUANTIZERS)
+STRATEGIES = tuple(registry.COLLISIONS)
 PEERS = ("rqvae_native", "rkmeans_native", "letter_native")
 
 
@@ -60,10 +62,10 @@ def embed_texts(name: str, texts: list[str]) -> np.ndarray:
 
 def beauty():
     """(item ids, vectors, top-level categories) for Amazon Beauty, items in id order."""
-    from genrec_core.data.p5 import read_items
+    from genrec_core.data.p5 import parse_items
     from genrec_core.embed.text import item_text
 
-    items = read_items(DATA / "amazon2014_p5" / "beauty" / "items.jsonl").to_pydict()
+    items = parse_items((DATA / "amazon2014_p5" / "beauty" / "items.jsonl").read_text().splitlines()).to_pydict()
     texts = [item_text(t, b, c) for t, b, c in zip(items["title"], items["brand"], items["categories"])]
     cats = [_second_level(c) for c in items["categories"]]
     return np.asarray(items["item_id"], dtype=str), embed_texts("beauty", texts), np.asarray(cats)

@@ -11,21 +11,27 @@ import json
 import types
 import typing
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Optional
+
+from genrec_core.quantize import registry
+from schemas.tables import EVENT_TYPES
 
 
 class ConfigError(ValueError):
     """A config key is unknown, has the wrong type, or an invalid value."""
 
 
-QUANTIZERS = ("rq_kmeans", "faiss_rq", "rq_kmeans_balanced", "rqvae", "gaoq")
-COLLISIONS = ("dedup_digit", "cap_reassign", "rrs", "ecm")
+QUANTIZERS = tuple(registry.QUANTIZERS)
+COLLISIONS = tuple(registry.COLLISIONS)
 EMBEDDERS = ("text", "als", "fused", "famae")
+# How user_sequences are split into train/valid/test (genrec_core.data.kcore.split_labels).
+SPLIT_KINDS = ("leave_one_out", "temporal")
 
 
 @dataclass(frozen=True)
 class SyntheticConfig:
-    """Size and messiness of the synthetic dataset of `genrec generate` (jobs/generate.py).
+    """Size and messiness of the synthetic dataset of `genrec generate` (jobs/sources/generator.py).
 
     The defaults are the demo preset; `genrec generate --events N` scales users and items with N.
     Rates are per clean event; a session carries at most one extra row of each kind.
@@ -59,18 +65,35 @@ class SyntheticConfig:
 
 
 @dataclass(frozen=True)
+class SourceConfig:
+    """The generic layouts (`parquet:PATH`, `jsonl:PATH`, `csv:PATH`): which files under PATH hold
+    the events and the catalogue (a file, folder or glob), and how their columns map onto the raw
+    contract: {contract column: source column}, or a constant value for every row."""
+
+    events: str = "events*"
+    items: str = "items*"
+    event_columns: dict[str, str] = field(default_factory=dict)
+    event_constants: dict[str, str] = field(default_factory=dict)
+    item_columns: dict[str, str] = field(default_factory=dict)
+    item_constants: dict[str, str] = field(default_factory=dict)
+    sep: str = ","
+
+
+@dataclass(frozen=True)
 class DataConfig:
-    """Which dataset to ingest: "synthetic", "p5:PATH" (P5 layout: sequential_data.txt + items.jsonl)
-    or "landed:PATH" (events/ + items/ in the raw contract, as `genrec generate` writes them)."""
+    """Which dataset to ingest: "synthetic", "landed:PATH" (events/ + items/ in the raw contract, as
+    `genrec generate` writes them) or LAYOUT:PATH, read by the source adapters (the layouts are
+    listed in jobs/sources/datasets.py and by `genrec run --help`)."""
 
     dataset: str = "synthetic"
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    source: SourceConfig = field(default_factory=SourceConfig)
 
 
 @dataclass(frozen=True)
 class CleanConfig:
-    event_types: tuple[str, ...] = ("view", "click", "cart", "fav", "buy", "rate")
-    min_event_time: str = "2000-01-01T00:00:00"
+    event_types: tuple[str, ...] = EVENT_TYPES
+    min_event_time: str = "1990-01-01T00:00:00"
     max_event_time: str = "2030-01-01T00:00:00"
     # An event may land at most this many days after its event date; later ones are quarantined.
     # A run for date D therefore rewrites event dates [D - max_late_days, D] at most.
@@ -298,6 +321,11 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
         if value is None:
             return None
         return _coerce(args[0], value, path)
+    if origin is dict:
+        key_tp, value_tp = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a table of keys, got {value!r}")
+        return {_coerce(key_tp, k, path): _coerce(value_tp, v, f"{path}.{k}") for k, v in value.items()}
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{path}: expected a list, got {value!r}")
@@ -349,10 +377,28 @@ def load_config(profile: str = "demo", file_data: Optional[dict[str, Any]] = Non
     return cfg
 
 
-def validate(cfg: PipelineConfig) -> None:
-    from genrec_core.data.kcore import validate_sequence_config  # here: kcore imports this module
+def _validate_sequences(cfg: PipelineConfig) -> None:
+    """clean.kcore* and the sequences section."""
+    c, s = cfg.clean, cfg.sequences
+    if c.kcore < 0 or c.kcore_max_iterations < 1:
+        raise ConfigError("clean.kcore must be >= 0 (0 turns it off) and clean.kcore_max_iterations >= 1")
+    if s.max_len < 2:
+        raise ConfigError(f"sequences.max_len ({s.max_len}) must be >= 2: a target needs a history")
+    if s.split not in SPLIT_KINDS:
+        raise ConfigError(f"sequences.split {s.split!r}: choose one of {', '.join(SPLIT_KINDS)}")
+    if s.split == "temporal":
+        if not s.temporal_cutoff:
+            raise ConfigError("sequences.split 'temporal' needs sequences.temporal_cutoff, "
+                              "e.g. --set sequences.temporal_cutoff=2026-01-01T00:00:00")
+        try:
+            datetime.fromisoformat(s.temporal_cutoff)
+        except ValueError as exc:
+            raise ConfigError(f"sequences.temporal_cutoff {s.temporal_cutoff!r} is not an ISO-8601 "
+                              f"timestamp (UTC)") from exc
 
-    validate_sequence_config(cfg)
+
+def validate(cfg: PipelineConfig) -> None:
+    _validate_sequences(cfg)
     c = cfg.clean
     if c.max_late_days < 0 or c.near_duplicate_seconds < 0 or c.bot_max_events_per_day < 1:
         raise ConfigError("clean.max_late_days and near_duplicate_seconds must be >= 0, bot_max_events_per_day >= 1")
@@ -386,6 +432,4 @@ def validate(cfg: PipelineConfig) -> None:
            tr.batch_size, tr.max_steps, tr.max_history) < 1:
         raise ConfigError("train sizes (d_model, d_ff, layers, heads, d_kv, batch_size, max_steps, "
                           "max_history) must be positive")
-    ds = cfg.data.dataset
-    if ds != "synthetic" and not ds.startswith(("p5:", "landed:")):
-        raise ConfigError(f"data.dataset {ds!r}: expected 'synthetic', 'p5:PATH' or 'landed:PATH'")
+    # data.dataset is checked where the layouts are known: jobs/sources/datasets.py.

@@ -165,7 +165,7 @@ INGEST_AUDIT = TableSpec(
     columns=(
         Column("run_id", "string", False),
         Column("dataset", "string", False),
-        Column("stage", "string", False, "'clean' or 'sequences'."),
+        Column("stage", "string", False, "The pipeline stage that wrote the row: 'ingest' or 'sequences'."),
         Column("source", "string", False, "'events' or 'items'."),
         Column("scope", "string", False, "JSON list of the event dates the run rewrote, or 'all'."),
         Column("input_rows", "bigint", False),

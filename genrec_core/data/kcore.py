@@ -1,7 +1,7 @@
 """Reference k-core and sequence splits: slow, obviously correct numpy/Python, no Spark.
 
-`jobs.kcore` and `jobs.sequences` are the distributed versions; the integration tests assert they
-agree with these on random data.
+`jobs.transforms.kcore_filter` and `jobs.transforms.sequence_split` are the distributed versions;
+the integration tests assert they agree with these on random data.
 
 k-core. The interactions form a bipartite multigraph: one edge per row (an event, already
 de-duplicated by the clean stage), so a user who viewed the same item 5 times has degree 5. The
@@ -31,16 +31,15 @@ train history + valid target (when there is one).
 """
 from __future__ import annotations
 
-from datetime import datetime
-
 import numpy as np
+
+from genrec_core.config import SPLIT_KINDS
 
 TRAIN, VALID, TEST = "train", "valid", "test"
 KCORE, TRUNCATED, AFTER_TEST, NO_HISTORY = "kcore", "truncated", "after_test_target", "no_history"
 KEPT_LABELS = (TRAIN, VALID, TEST)
 # Rules the sequence stage removes events by, in the order it applies them.
 SEQUENCE_RULES = (KCORE, AFTER_TEST, NO_HISTORY, TRUNCATED)
-SPLIT_KINDS = ("leave_one_out", "temporal")
 
 
 def kcore_reference(users: np.ndarray, items: np.ndarray, k: int,
@@ -133,25 +132,3 @@ def sequence_rows(users, items, times, tiebreak, labels) -> set[tuple]:
         if test:
             rows.add((user, TEST, train + tuple(valid), test[0]))
     return rows
-
-
-def validate_sequence_config(cfg) -> None:
-    """Checks cfg.clean.kcore* and cfg.sequences (a PipelineConfig); raises ConfigError."""
-    from genrec_core.config import ConfigError
-
-    c, s = cfg.clean, cfg.sequences
-    if c.kcore < 0 or c.kcore_max_iterations < 1:
-        raise ConfigError("clean.kcore must be >= 0 (0 turns it off) and clean.kcore_max_iterations >= 1")
-    if s.max_len < 2:
-        raise ConfigError(f"sequences.max_len ({s.max_len}) must be >= 2: a target needs a history")
-    if s.split not in SPLIT_KINDS:
-        raise ConfigError(f"sequences.split {s.split!r}: choose one of {', '.join(SPLIT_KINDS)}")
-    if s.split == "temporal":
-        if not s.temporal_cutoff:
-            raise ConfigError("sequences.split 'temporal' needs sequences.temporal_cutoff, "
-                              "e.g. --set sequences.temporal_cutoff=2026-01-01T00:00:00")
-        try:
-            datetime.fromisoformat(s.temporal_cutoff)
-        except ValueError as exc:
-            raise ConfigError(f"sequences.temporal_cutoff {s.temporal_cutoff!r} is not an ISO-8601 "
-                              f"timestamp (UTC)") from exc

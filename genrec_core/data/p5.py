@@ -1,8 +1,9 @@
 """Reader for datasets in the P5 layout (Amazon 2014 Beauty, Yelp, ...).
 
 A P5 folder holds `sequential_data.txt` (one line per user: `user_id item_id item_id ...`, oldest
-first) and `items.jsonl` (one JSON object per item). `read_p5` maps both onto the raw contract shared
-with the synthetic generator (`genrec_core.data.synthetic.CATALOGUE_SCHEMA` / `RAW_EVENTS_SCHEMA`).
+first) and `items.jsonl` (one JSON object per item). `parse_items` and `parse_sequences` map their lines
+onto the raw contracts (`schemas.arrow.CATALOGUE_SCHEMA` / `RAW_EVENTS_SCHEMA`); the caller opens the
+files, so the core touches no paths.
 
 P5 has no timestamps, so the k-th item of a user (k = 0, 1, ...) gets event_time
 2000-01-01T00:00:00 + k seconds: the order survives exactly and every timestamp is valid. Every
@@ -11,14 +12,13 @@ event is a "buy" without a rating.
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
+from collections.abc import Iterable
 from typing import Any, Optional
 
 import numpy as np
 import pyarrow as pa
 
-from genrec_core.data.synthetic import CATALOGUE_SCHEMA, RAW_EVENTS_SCHEMA
+from schemas.arrow import CATALOGUE_SCHEMA, RAW_EVENTS_SCHEMA
 
 SEQUENCES_FILE = "sequential_data.txt"
 ITEMS_FILE = "items.jsonl"
@@ -28,36 +28,21 @@ TITLE_KEYS = ("title", "pseudo_title", "name")
 CATEGORY_SEP = " > "
 
 
-def read_p5(folder: str | os.PathLike) -> tuple[pa.Table, pa.Table]:
-    """Returns (catalogue, raw_events) read from a P5 folder."""
-    root = Path(folder)
-    if not root.is_dir():
-        raise FileNotFoundError(f"P5 folder {str(root)!r} does not exist")
-    return read_items(_require(root / ITEMS_FILE)), read_sequences(_require(root / SEQUENCES_FILE))
-
-
-def _require(path: Path) -> Path:
-    if not path.is_file():
-        raise FileNotFoundError(f"P5 file {str(path)!r} is missing")
-    return path
-
-
 # ---------------------------------------------------------------- items.jsonl
 
 
-def read_items(path: str | os.PathLike) -> pa.Table:
-    """items.jsonl -> catalogue table, in file order."""
+def parse_items(lines: Iterable[str], path: str = ITEMS_FILE) -> pa.Table:
+    """Lines of items.jsonl -> catalogue table, in file order. `path` only names the source in errors."""
     rows: list[tuple[Any, ...]] = []
     seen: set[str] = set()
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            row = _item_row(_json_object(line, path, lineno), path, lineno)
-            if row[0] in seen:
-                raise ValueError(f"{path}:{lineno}: duplicate item_id {row[0]}")
-            seen.add(row[0])
-            rows.append(row)
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        row = _item_row(_json_object(line, path, lineno), path, lineno)
+        if row[0] in seen:
+            raise ValueError(f"{path}:{lineno}: duplicate item_id {row[0]}")
+        seen.add(row[0])
+        rows.append(row)
     columns = list(zip(*rows)) if rows else [[] for _ in CATALOGUE_SCHEMA]
     return pa.table({field.name: pa.array(col, field.type) for field, col
                      in zip(CATALOGUE_SCHEMA, columns)}, schema=CATALOGUE_SCHEMA)
@@ -125,31 +110,30 @@ def _price(value: Any) -> Optional[float]:
 # ---------------------------------------------------------------- sequential_data.txt
 
 
-def read_sequences(path: str | os.PathLike) -> pa.Table:
-    """sequential_data.txt -> raw events; the k-th item of a user gets EPOCH + k seconds."""
+def parse_sequences(lines: Iterable[str], path: str = SEQUENCES_FILE) -> pa.Table:
+    """Lines of sequential_data.txt -> raw events; the k-th item of a user gets EPOCH + k seconds."""
     users: list[str] = []
     lengths: list[int] = []
     items: list[int] = []
     seen: dict[str, int] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            tokens = line.split()
-            if not tokens:
-                continue
-            try:
-                ids = [int(t) for t in tokens]
-            except ValueError:
-                bad = next(t for t in tokens if not t.lstrip("+-").isdigit())
-                raise ValueError(f"{path}:{lineno}: expected integer ids, got {bad!r}") from None
-            if min(ids) < 0:
-                raise ValueError(f"{path}:{lineno}: ids must be non-negative")
-            user = str(ids[0])
-            if user in seen:
-                raise ValueError(f"{path}:{lineno}: user {user} already appeared on line {seen[user]}")
-            seen[user] = lineno
-            users.append(user)
-            lengths.append(len(ids) - 1)
-            items.extend(ids[1:])
+    for lineno, line in enumerate(lines, start=1):
+        tokens = line.split()
+        if not tokens:
+            continue
+        try:
+            ids = [int(t) for t in tokens]
+        except ValueError:
+            bad = next(t for t in tokens if not t.lstrip("+-").isdigit())
+            raise ValueError(f"{path}:{lineno}: expected integer ids, got {bad!r}") from None
+        if min(ids) < 0:
+            raise ValueError(f"{path}:{lineno}: ids must be non-negative")
+        user = str(ids[0])
+        if user in seen:
+            raise ValueError(f"{path}:{lineno}: user {user} already appeared on line {seen[user]}")
+        seen[user] = lineno
+        users.append(user)
+        lengths.append(len(ids) - 1)
+        items.extend(ids[1:])
     return _events_table(users, np.array(lengths, np.int64), np.array(items, np.int64))
 
 

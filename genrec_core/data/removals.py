@@ -1,6 +1,6 @@
 """The removal rules over valid events, vectorised per sorted stretch of rows, with a plain reference.
 
-The clean stage (jobs.clean.removals) shuffles the valid events by (event_date, user, salt), sorts
+The clean stage (jobs.transforms.cleaning.removals) shuffles the valid events by (event_date, user, salt), sorts
 each partition by that key and then (event_time, event_id, ingest_date, source), and hands the
 partition to `removal_codes` in Arrow batches. A *group* is one (event_date, user, salt): one
 user-day, or one of the SALT buckets of a bot's hot day. `complete_groups` re-cuts the batches so a
@@ -20,8 +20,8 @@ Spark casts a timestamp to a long. Codes, not names, come back, so the Arrow bat
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Iterable, Iterator
 
 import numpy as np
 

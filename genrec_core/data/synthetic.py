@@ -1,7 +1,7 @@
 """Pure parts of the synthetic generator: the taxonomy, the size plan, and slow reference versions
-of the random draws that `jobs/generate.py` makes in Spark.
+of the random draws that `jobs/sources/generator.py` makes in Spark.
 
-The generator (`genrec generate`, `jobs.generate.generate`) is Spark-parallel and deterministic by
+The generator (`genrec generate`, `jobs.sources.generator.generate`) is Spark-parallel and deterministic by
 seed: every random number is a hash of (seed, salt, keys) mapped to [0, 1), so a row's content
 depends on its keys only, never on partitioning or core count. This module holds what is small
 enough to compute on the driver (category tree, cell sizes, brands, sampling tables, id
@@ -9,7 +9,7 @@ scramblers) as a `Plan`, plus numpy references of each per-row formula (`hash_un
 `zipf_rank`, `alias_draw`, `activity_counts`, `session_day`) that the Spark expressions are
 tested against. No Spark here.
 
-Shape of the data (see jobs/generate.py for the row layout and the manifest):
+Shape of the data (see jobs/sources/generator.py for the row layout and the manifest):
 - users: `n_users`, a `bot_user_rate` share of them bots; human activity is heavy-tailed (a
   Pareto-like profile over activity ranks), at least `min_events_per_user` each, summing to exactly
   `n_events` clean events;
@@ -26,28 +26,17 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 import numpy as np
-import pyarrow as pa
 
 from genrec_core.config import SyntheticConfig
+from schemas.tables import EVENT_TYPES
 
-# The raw contract as pyarrow schemas, shared with the P5 reader (genrec_core.data.p5). The Spark
-# generator writes the richer `schemas.tables.RAW_EVENTS` / `RAW_ITEMS` layout.
-CATALOGUE_SCHEMA = pa.schema([
-    ("item_id", pa.string()), ("title", pa.string()), ("brand", pa.string()),
-    ("categories", pa.string()), ("price", pa.float64()), ("description", pa.string()),
-])
-RAW_EVENTS_SCHEMA = pa.schema([
-    ("user_id", pa.string()), ("item_id", pa.string()), ("event_type", pa.string()),
-    ("event_time", pa.string()), ("rating", pa.string()),
-])
-
-EVENT_TYPES = ("view", "click", "cart", "fav", "buy", "rate")
+# One probability per schemas.tables.EVENT_TYPES entry, in its order.
 EVENT_PROBS = (0.56, 0.24, 0.08, 0.05, 0.05, 0.02)
 RATINGS = ("1.0", "2.0", "3.0", "4.0", "5.0")
 # Ratings skew high, as on real review sites.
 RATING_PROBS = (0.05, 0.07, 0.15, 0.33, 0.40)
 # Bots crawl: they never rate.
-BOT_EVENT_TYPES = ("view", "click", "cart", "fav", "buy")
+BOT_EVENT_TYPES = tuple(t for t in EVENT_TYPES if t != "rate")
 
 # Extra rows a human session may carry, at most one of each kind per session, in this order. Each
 # malformed kind breaks exactly one rule and is named by its schemas.tables.REASONS code.

@@ -5,16 +5,21 @@ residual tree: the candidates at level l depend on the codes chosen above it. `l
 exposes that tree (squared distance of each item to every code of level l, given its prefix), which
 is what the collision strategies search when the greedy code tuple is already taken.
 
-State is numpy arrays plus a JSON header, saved as .npz + .json: no pickle anywhere.
+State is numpy arrays plus a JSON header, turned into the bytes of codebooks.npz + tokenizer.json by
+`to_files` (no pickle anywhere, and byte-identical for identical fits); the caller decides where they go.
 """
 from __future__ import annotations
 
 import abc
+import io
 import json
-from pathlib import Path
-from typing import Any, Callable, ClassVar
+import zipfile
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import numpy as np
+
+from genrec_core.quantize import registry
 
 ARRAYS_FILE = "codebooks.npz"
 HEADER_FILE = "tokenizer.json"
@@ -85,7 +90,10 @@ _FITTERS: dict[str, Callable[..., Tokenizer]] = {}
 
 
 def register(kind: str, fitter: Callable[..., Tokenizer]):
-    """Class decorator: `@register("rq_kmeans", fit_rq_kmeans_config)`; fitter(x, cfg, seed)."""
+    """Class decorator: `@register("rq_kmeans", fit_rq_kmeans_config)`; fitter(x, cfg, seed, progress=None)."""
+    if kind not in registry.QUANTIZERS:
+        raise ValueError(f"quantizer {kind!r} is not listed in genrec_core.quantize.registry.QUANTIZERS")
+
     def wrap(cls: type[Tokenizer]) -> type[Tokenizer]:
         cls.kind = kind
         _CLASSES[kind] = cls
@@ -94,15 +102,14 @@ def register(kind: str, fitter: Callable[..., Tokenizer]):
     return wrap
 
 
-QUANTIZER_MODULES = ("rq_kmeans", "faiss_rq", "rq_balanced", "rqvae", "gaoq")
 
 
 def _ensure_registered() -> None:
     # Importing the modules runs their @register decorators.
     import importlib
 
-    for name in QUANTIZER_MODULES:
-        importlib.import_module(f"genrec_core.quantize.{name}")
+    for quantizer in registry.QUANTIZERS.values():
+        importlib.import_module(f"genrec_core.quantize.{quantizer.module}")
 
 
 def quantizer_names() -> tuple[str, ...]:
@@ -110,7 +117,11 @@ def quantizer_names() -> tuple[str, ...]:
     return tuple(sorted(_FITTERS))
 
 
-def fit(name: str, x: np.ndarray, cfg, seed: int) -> Tokenizer:
+# progress(done, total, figures): called by fitters that train in steps (rqvae); others never call it.
+Progress = Callable[[int, int, dict], None]
+
+
+def fit(name: str, x: np.ndarray, cfg, seed: int, progress: Progress | None = None) -> Tokenizer:
     """Fits quantizer `name` on x float32 [n, dim] with a TokenizeConfig."""
     _ensure_registered()
     if name not in _FITTERS:
@@ -120,7 +131,7 @@ def fit(name: str, x: np.ndarray, cfg, seed: int) -> Tokenizer:
         raise ValueError(f"need a non-empty [n, dim] matrix to fit {name!r}, got shape {x.shape}")
     if not np.isfinite(x).all():
         raise ValueError(f"{int((~np.isfinite(x)).any(1).sum())} input vectors have NaN or inf values")
-    return _FITTERS[name](x, cfg, seed)
+    return _FITTERS[name](x, cfg, seed, progress=progress)
 
 
 def from_state(arrays: dict[str, np.ndarray], header: dict[str, Any]) -> Tokenizer:
@@ -131,18 +142,34 @@ def from_state(arrays: dict[str, np.ndarray], header: dict[str, Any]) -> Tokeniz
     return _CLASSES[kind].from_state(arrays, header)
 
 
-def save(tok: Tokenizer, folder: Path, meta: dict[str, Any] | None = None) -> None:
-    """Writes codebooks.npz and tokenizer.json (header plus caller metadata) into `folder`."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+# A fixed member date: zipfile stamps the wall clock otherwise, and two identical fits would differ.
+_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+
+
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """An .npz that np.load reads, with members in sorted order and no timestamps."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
+        for name in sorted(arrays):
+            member = io.BytesIO()
+            np.lib.format.write_array(member, np.ascontiguousarray(arrays[name]), allow_pickle=False)
+            archive.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_DATE), member.getvalue())
+    return buffer.getvalue()
+
+
+def to_files(tok: Tokenizer, meta: dict[str, Any] | None = None) -> dict[str, bytes]:
+    """{file name: bytes}: codebooks.npz and tokenizer.json (header plus caller metadata)."""
     arrays, header = tok.state()
-    np.savez(folder / ARRAYS_FILE, **arrays)
-    (folder / HEADER_FILE).write_text(json.dumps({**(meta or {}), **header}, indent=2, sort_keys=True))
+    text = json.dumps({**(meta or {}), **header}, indent=2, sort_keys=True)
+    return {ARRAYS_FILE: _npz_bytes(arrays), HEADER_FILE: text.encode("utf-8")}
 
 
-def load(folder: Path) -> Tokenizer:
-    folder = Path(folder)
-    header = json.loads((folder / HEADER_FILE).read_text())
-    with np.load(folder / ARRAYS_FILE, allow_pickle=False) as data:
+def from_files(files: dict[str, bytes]) -> Tokenizer:
+    """The inverse of `to_files`."""
+    missing = sorted({ARRAYS_FILE, HEADER_FILE} - set(files))
+    if missing:
+        raise ValueError(f"a tokenizer needs {ARRAYS_FILE} and {HEADER_FILE}; missing {missing}")
+    header = json.loads(files[HEADER_FILE].decode("utf-8"))
+    with np.load(io.BytesIO(files[ARRAYS_FILE]), allow_pickle=False) as data:
         arrays = {k: data[k] for k in data.files}
     return from_state(arrays, header)

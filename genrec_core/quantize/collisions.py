@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from genrec_core.quantize import registry
+
 
 def dedup_digit(codes: np.ndarray, order_key: np.ndarray) -> np.ndarray:
     """codes: int [n, L], order_key: [n] sortable (unique) -> int64 [n, L+1] with unique rows."""
@@ -61,7 +63,7 @@ def sid_strings(codes: np.ndarray) -> list[str]:
 # whose candidates are all taken is reported in `unplaced` and keeps its greedy SID.
 # --------------------------------------------------------------------------------------------------
 
-STRATEGIES = ("dedup_digit", "cap_reassign", "rrs", "ecm")
+STRATEGIES = tuple(registry.COLLISIONS)
 
 # Rows of (item, partial path) per level_distances call: bounds memory to about this many x K floats.
 _BATCH_ROWS = 1 << 14
@@ -356,7 +358,10 @@ def _match(keys, cost, order, occupancy) -> np.ndarray:
 def _min_cost_max_matching(graph):
     """Cheapest matching among those of maximum size -> (rows, cols) of the real edges used."""
     from scipy.sparse import csr_matrix, hstack
-    from scipy.sparse.csgraph import maximum_bipartite_matching, min_weight_full_bipartite_matching
+    from scipy.sparse.csgraph import (
+        maximum_bipartite_matching,
+        min_weight_full_bipartite_matching,
+    )
 
     m, n_cols = graph.shape
     graph.sort_indices()

@@ -102,7 +102,7 @@ def fit_faiss_rq(x: np.ndarray, levels: int, codebook_size: int, niter: int, see
     return FaissRQTokenizer(tuple(flat), beam)
 
 
-def _fit_from_config(x: np.ndarray, cfg, seed: int) -> "FaissRQTokenizer":
+def _fit_from_config(x: np.ndarray, cfg, seed: int, progress=None) -> "FaissRQTokenizer":
     return fit_faiss_rq(x, cfg.levels, cfg.codebook_size, cfg.niter, seed, cfg.beam_size,
                         cfg.min_points_per_code)
 

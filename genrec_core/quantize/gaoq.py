@@ -155,7 +155,7 @@ def fit_gaoq(x: np.ndarray, levels: int, codebook_size: int, niter: int, seed: i
                          fit_codes=codes)
 
 
-def _fit_from_config(x: np.ndarray, cfg, seed: int) -> "GAOQTokenizer":
+def _fit_from_config(x: np.ndarray, cfg, seed: int, progress=None) -> "GAOQTokenizer":
     return fit_gaoq(x, cfg.levels, cfg.codebook_size, cfg.niter, seed, cfg.min_points_per_code)
 
 

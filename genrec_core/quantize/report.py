@@ -1,12 +1,13 @@
 """Renders an SIDReport: markdown tables per section and matplotlib figures. Pure: returns strings and
-Figure objects; the caller (jobs/report.py) decides where they go.
+Figure objects; the caller (jobs/stages/map_report.py) decides where they go.
 
 Figures are built on `matplotlib.figure.Figure` with an Agg canvas rather than pyplot, so no GUI
 backend is touched and no global figure registry grows across calls.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Optional, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any, Optional
 
 import numpy as np
 

@@ -129,7 +129,7 @@ def fit_rq_balanced(x: np.ndarray, levels: int, codebook_size: int, niter: int, 
     return RQBalancedTokenizer(tuple(books), fit_codes=codes)
 
 
-def _fit_from_config(x: np.ndarray, cfg, seed: int) -> "RQBalancedTokenizer":
+def _fit_from_config(x: np.ndarray, cfg, seed: int, progress=None) -> "RQBalancedTokenizer":
     return fit_rq_balanced(x, cfg.levels, cfg.codebook_size, cfg.niter, seed, cfg.min_points_per_code)
 
 

@@ -30,16 +30,21 @@ def residual_level_distances(codebooks, z: np.ndarray, prefix: np.ndarray, level
     return ((residual ** 2).sum(1)[:, None] - 2.0 * residual @ book.T + (book ** 2).sum(1)[None, :])
 
 
-_GPU: dict = {}
+# Process-wide, because every quantizer's encode path reaches FAISS through flat_l2_index. The caller
+# sets the policy (jobs read it from their settings); the core reads no environment.
+_GPU: dict = {"allowed": True}
+
+
+def allow_faiss_gpu(allowed: bool) -> None:
+    """False pins FAISS to the CPU on a GPU host (the jobs' GENREC_FAISS_GPU=0)."""
+    _GPU["allowed"] = bool(allowed)
 
 
 def faiss_gpus() -> int:
-    """GPUs FAISS can use: 0 with faiss-cpu, or when GENREC_FAISS_GPU=0 pins the CPU path."""
-    import os
-
+    """GPUs FAISS can use: 0 with faiss-cpu, or when allow_faiss_gpu(False) pins the CPU path."""
     import faiss
 
-    if os.environ.get("GENREC_FAISS_GPU", "1") == "0" or not hasattr(faiss, "StandardGpuResources"):
+    if not _GPU["allowed"] or not hasattr(faiss, "StandardGpuResources"):
         return 0
     return faiss.get_num_gpus()
 
@@ -127,7 +132,7 @@ def fit_rq_kmeans(x: np.ndarray, levels: int, codebook_size: int, niter: int, se
     return RQKMeansTokenizer(tuple(books))
 
 
-def _fit_from_config(x: np.ndarray, cfg, seed: int) -> "RQKMeansTokenizer":
+def _fit_from_config(x: np.ndarray, cfg, seed: int, progress=None) -> "RQKMeansTokenizer":
     return fit_rq_kmeans(x, cfg.levels, cfg.codebook_size, cfg.niter, seed, cfg.min_points_per_code)
 
 

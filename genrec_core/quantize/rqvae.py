@@ -12,14 +12,16 @@ float64 and round the latent to float32 the same way, so they agree exactly barr
 """
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
 
 from genrec_core.device import resolve_device
 from genrec_core.quantize.base import Tokenizer, register
-from genrec_core.quantize.rq_kmeans import effective_codebook_size, residual_level_distances
+from genrec_core.quantize.rq_kmeans import (
+    effective_codebook_size,
+    residual_level_distances,
+)
 
 ENCODE_BATCH = 8192
 HISTORY_POINTS = 20
@@ -238,32 +240,27 @@ class _Trainer:
         return to_np(self.encoder), to_np(self.decoder), to_np(self.books)
 
 
-def fit_rqvae(x: np.ndarray, cfg, seed: int) -> "RQVAETokenizer":
+def fit_rqvae(x: np.ndarray, cfg, seed: int, progress=None) -> "RQVAETokenizer":
     """Trains an RQ-VAE on x float32 [n, dim] with a TokenizeConfig (cfg.rqvae, levels, codebook_size,
-    min_points_per_code, niter for the k-means init). Deterministic under `seed` on CPU."""
-    from tqdm.auto import tqdm
-
+    min_points_per_code, niter for the k-means init). Deterministic under `seed` on CPU.
+    `progress(step, steps, {"recon": loss, "restarts": n})` once per loss window."""
     _check_config(cfg.rqvae)
     x = np.ascontiguousarray(x, dtype=np.float32)
-    started = time.perf_counter()
     trainer = _Trainer(x, cfg, seed)
     steps = cfg.rqvae.steps
     window = -(-steps // HISTORY_POINTS)  # ceil, so the history has at most HISTORY_POINTS entries
     history, window_sum = [], 0.0
-    bar = tqdm(batch_indices(x.shape[0], cfg.rqvae.batch_size, steps, trainer.gen_batch),
-               total=steps, desc="rqvae", disable=None, leave=False)
-    for step, idx in enumerate(bar):
+    for step, idx in enumerate(batch_indices(x.shape[0], cfg.rqvae.batch_size, steps, trainer.gen_batch)):
         window_sum = trainer.step(step, idx) + window_sum
         if (step + 1) % window == 0 or step + 1 == steps:
             # Read the loss back once per window, not every step.
             history.append(float(window_sum) / (step % window + 1))
             window_sum = 0.0
-            bar.set_postfix(recon=f"{history[-1]:.4g}", restarts=trainer.restarts)
-    bar.close()
+            if progress is not None:
+                progress(step + 1, steps, {"recon": history[-1], "restarts": trainer.restarts})
     encoder, decoder, books = trainer.numpy_state()
     train = {"steps": steps, "seed": seed, "device": str(trainer.device), "restarts": trainer.restarts,
-             "recon_loss_history": history, "final_recon_loss": history[-1],
-             "fit_seconds": time.perf_counter() - started}
+             "recon_loss_history": history, "final_recon_loss": history[-1]}
     return RQVAETokenizer(encoder, decoder, books, device=cfg.rqvae.device, train=train)
 
 

@@ -24,7 +24,12 @@ def test_recommender_trains_and_decodes_on_cuda():
 
     from genrec_core.config import load_config
     from genrec_core.model.sid_vocab import SidVocab
-    from genrec_core.model.tiger import build_model, make_training_pairs, recommend, train
+    from genrec_core.model.tiger import (
+        build_model,
+        make_training_pairs,
+        recommend,
+        train,
+    )
     from genrec_core.model.trie import SidTrie
 
     cfg = dataclasses.replace(load_config("tiny").train, max_steps=30)
@@ -46,16 +51,23 @@ def _clustered(n, dim, seed):
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
-def test_faiss_gpu_residual_codes_match_cpu(monkeypatch):
-    from genrec_core.quantize.rq_kmeans import faiss_gpus, fit_rq_kmeans
+def test_faiss_gpu_residual_codes_match_cpu():
+    from genrec_core.quantize.rq_kmeans import (
+        allow_faiss_gpu,
+        faiss_gpus,
+        fit_rq_kmeans,
+    )
 
     if faiss_gpus() == 0:
         pytest.skip("faiss has no GPU support here (faiss-cpu); install the [gpu] extra for faiss-gpu")
     x = _clustered(20_000, 64, 0)
     tok = fit_rq_kmeans(x, levels=3, codebook_size=64, niter=10, seed=0)
     gpu = tok.encode(x)
-    monkeypatch.setenv("GENREC_FAISS_GPU", "0")
-    cpu = tok.encode(x)
+    allow_faiss_gpu(False)
+    try:
+        cpu = tok.encode(x)
+    finally:
+        allow_faiss_gpu(True)
     # GPU distances come from a float32 GEMM: codes may differ on near-ties only.
     assert (gpu == cpu).all(axis=1).mean() >= 0.999
 

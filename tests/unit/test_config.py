@@ -2,7 +2,14 @@ from __future__ import annotations
 
 import pytest
 
-from genrec_core.config import PROFILES, ConfigError, PipelineConfig, from_dict, load_config, parse_override
+from genrec_core.config import (
+    PROFILES,
+    ConfigError,
+    PipelineConfig,
+    from_dict,
+    load_config,
+    parse_override,
+)
 
 
 def test_defaults_round_trip():
@@ -36,6 +43,20 @@ def test_overrides_and_frozen():
 def test_validation():
     with pytest.raises(ConfigError, match="num_beams"):
         load_config(overrides=("eval.num_beams=3",))
-    with pytest.raises(ConfigError, match="dataset"):
-        load_config(overrides=("data.dataset=csv:/x",))
+    # data.dataset is checked against the layouts in jobs.sources.datasets (tests/e2e/test_dataset_layouts.py).
     assert parse_override("a.b=[1]") == {"a": {"b": [1]}}
+
+
+def test_sequence_settings_are_validated():
+    from dataclasses import replace
+
+    from genrec_core.config import ConfigError, PipelineConfig, validate
+
+    cfg = PipelineConfig()
+    validate(cfg)
+    seq = lambda **kw: replace(cfg, sequences=replace(cfg.sequences, **kw))  # noqa: E731
+    validate(seq(split="temporal", temporal_cutoff="2026-01-01T00:00:00"))
+    for bad in (seq(split="random"), seq(split="temporal"), seq(split="temporal", temporal_cutoff="soon"),
+                seq(max_len=1), replace(cfg, clean=replace(cfg.clean, kcore=-1))):
+        with pytest.raises(ConfigError):
+            validate(bad)

@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from vectors import clustered
 
 from genrec_core.config import TokenizeConfig
 from genrec_core.quantize import base
 from genrec_core.quantize.base import Tokenizer
 from genrec_core.quantize.faiss_rq import FaissRQTokenizer, fit_faiss_rq, unpack_codes
-from vectors import clustered
 
 # FAISS's float32 distances and the reference's float64 ones can order two candidates differently
 # when they are equal to ~1e-7; on continuous random data that is rare, so allow 0.5% of rows.
@@ -101,10 +101,9 @@ def test_more_levels_reconstruct_better():
     assert all(b <= a for a, b in zip(errors, errors[1:])), errors
 
 
-def test_save_load_round_trip(fitted, tmp_path):
+def test_files_round_trip(fitted):
     x, tok = fitted
-    base.save(tok, tmp_path, meta={"note": "test"})
-    again = base.load(tmp_path)
+    again = base.from_files(base.to_files(tok, {"note": "test"}))
     assert isinstance(again, FaissRQTokenizer) and again.beam_size == tok.beam_size
     np.testing.assert_array_equal(again.encode(x), tok.encode(x))
     arrays, header = tok.state()

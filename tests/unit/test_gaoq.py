@@ -7,13 +7,19 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from vectors import clustered
 
 from genrec_core.config import TokenizeConfig
 from genrec_core.quantize import base
 from genrec_core.quantize.base import Tokenizer
-from genrec_core.quantize.gaoq import (GAOQTokenizer, child_count, fit_gaoq, make_anchors,
-                                      match_to_anchors, prefix_keys)
-from vectors import clustered
+from genrec_core.quantize.gaoq import (
+    GAOQTokenizer,
+    child_count,
+    fit_gaoq,
+    make_anchors,
+    match_to_anchors,
+    prefix_keys,
+)
 
 
 def sq_error(tok, x, codes):
@@ -214,10 +220,9 @@ def test_more_levels_reconstruct_better():
     assert new_errors[-1] <= new_errors[0], new_errors
 
 
-def test_save_load_round_trip(fitted, tmp_path):
+def test_files_round_trip(fitted):
     x, tok = fitted
-    base.save(tok, tmp_path)
-    again = base.load(tmp_path)
+    again = base.from_files(base.to_files(tok))
     assert isinstance(again, GAOQTokenizer) and again.fit_codes is None
     np.testing.assert_array_equal(again.encode(x), tok.encode(x))
     np.testing.assert_array_equal(again.decode(tok.fit_codes), tok.decode(tok.fit_codes))

@@ -6,7 +6,8 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from genrec_core.data import kcore as K
 
@@ -172,21 +173,6 @@ def test_ties_in_time_break_on_the_tiebreak_key():
     assert list(labels) == [K.TEST, K.TRAIN, K.VALID]
 
 
-def test_validate_sequence_config():
-    from dataclasses import replace
-
-    from genrec_core.config import ConfigError, PipelineConfig
-
-    cfg = PipelineConfig()
-    K.validate_sequence_config(cfg)
-    seq = lambda **kw: replace(cfg, sequences=replace(cfg.sequences, **kw))  # noqa: E731
-    K.validate_sequence_config(seq(split="temporal", temporal_cutoff="2026-01-01T00:00:00"))
-    for bad in (seq(split="random"), seq(split="temporal"), seq(split="temporal", temporal_cutoff="soon"),
-                seq(max_len=1), replace(cfg, clean=replace(cfg.clean, kcore=-1))):
-        with pytest.raises(ConfigError):
-            K.validate_sequence_config(bad)
-
-
 def test_sequence_rules_are_declared_removal_rules():
     from schemas.tables import REMOVAL_RULES
 
@@ -194,7 +180,7 @@ def test_sequence_rules_are_declared_removal_rules():
 
 
 def test_check_balance():
-    from jobs.accounting import AccountingError, check_balance
+    from jobs.lake.audit import AccountingError, check_balance
 
     row = {"run_id": "r", "stage": "sequences", "source": "events", "input_rows": 10, "output_rows": 6,
            "quarantined_rows": 1, "removed_rows": 3, "by_reason": '{"x": 1}', "by_rule": '{"kcore": 3}'}

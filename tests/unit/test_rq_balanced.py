@@ -10,8 +10,13 @@ from hypothesis.extra import numpy as hnp
 
 from genrec_core.config import TokenizeConfig
 from genrec_core.quantize import base
-from genrec_core.quantize.rq_balanced import (RQBalancedTokenizer, balanced_assign,
-                                              balanced_assign_reference, capacity, fit_rq_balanced)
+from genrec_core.quantize.rq_balanced import (
+    RQBalancedTokenizer,
+    balanced_assign,
+    balanced_assign_reference,
+    capacity,
+    fit_rq_balanced,
+)
 
 
 def clustered(n, dim, seed):
@@ -106,10 +111,9 @@ def test_more_levels_reconstruct_better():
     assert encoded[0] <= fitted_codes[0] * (1 + 1e-6)
 
 
-def test_save_load_round_trip(fitted, tmp_path):
+def test_files_round_trip(fitted):
     x, tok = fitted
-    base.save(tok, tmp_path)
-    again = base.load(tmp_path)
+    again = base.from_files(base.to_files(tok))
     assert isinstance(again, RQBalancedTokenizer) and again.fit_codes is None
     np.testing.assert_array_equal(again.encode(x), tok.encode(x))
 

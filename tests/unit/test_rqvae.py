@@ -9,12 +9,12 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from vectors import clustered
 
 from genrec_core.config import RQVAEConfig, TokenizeConfig
 from genrec_core.quantize import base
 from genrec_core.quantize.rq_kmeans import effective_codebook_size
 from genrec_core.quantize.rqvae import RQVAETokenizer, nearest_codes, restart_dead_codes
-from vectors import clustered
 
 TINY = RQVAEConfig(hidden_dims=(32, 16), latent_dim=8, steps=150, batch_size=64, dead_code_steps=20,
                    device="cpu")
@@ -88,10 +88,9 @@ def test_fit_leaves_global_rng_alone():
     np.testing.assert_array_equal(torch.rand(3).numpy(), expected.numpy())
 
 
-def test_save_load_round_trip(fitted, tmp_path):
+def test_files_round_trip(fitted):
     x, tok = fitted
-    base.save(tok, tmp_path / "tok", meta={"note": "test"})
-    again = base.load(tmp_path / "tok")
+    again = base.from_files(base.to_files(tok, {"note": "test"}))
     assert isinstance(again, RQVAETokenizer) and again.train == tok.train
     np.testing.assert_array_equal(again.encode(x), tok.encode(x))
     np.testing.assert_array_equal(again.decode(tok.encode(x)), tok.decode(tok.encode(x)))

@@ -154,7 +154,7 @@ def test_human_timing_leaves_the_clean_rules_exact() -> None:
 @given(n=st.integers(1, syn.MAX_HUMAN_EVENTS_PER_DAY * 365), days=st.integers(1, 365),
        sess_len=st.integers(*syn.SESSION_LENGTH))
 def test_a_busy_human_day_still_fits_its_session_slots(n, days, sess_len) -> None:
-    """The slot geometry of jobs/generate.py: a day's sessions get distinct slots, and the spacing
+    """The slot geometry of jobs/sources/generator.py: a day's sessions get distinct slots, and the spacing
     that fits a session plus the near-duplicate margin in a slot stays above MIN_GAP_SECONDS."""
     span = max(math.ceil(n / syn.MAX_HUMAN_EVENTS_PER_DAY), 1)
     if span > days:
