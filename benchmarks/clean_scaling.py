@@ -4,7 +4,7 @@ For each size N (synthetic events, `genrec generate`), on local[2]:
 - generate the raw events once (cached under $GENREC_CACHE/bench/clean/N, not timed in the ratio);
 - copy: spark.read.parquet(events).write.parquet(...) — the practical ceiling for any job that reads
   and writes every row once;
-- clean: the full-mode clean stage (jobs.ingest.main): parse, quarantine, catalogue join, duplicates,
+- clean: the full-mode clean stage (jobs.stages.ingest.main): parse, quarantine, catalogue join, duplicates,
   bots, near-duplicates, Delta writes, exact accounting and the great-expectations checkpoint.
 Reports wall time, rows/s, peak resident memory of this process and its children (driver JVM),
 the ratio clean rows/s : copy rows/s, the fitted exponent of time ~ N^b, and an extrapolation to
@@ -77,7 +77,7 @@ def synthetic_for(n_events: int):
 
 def context(home: Path, n_events: int):
     from genrec_core.config import load_config
-    from jobs.pipeline import make_context
+    from jobs.stages.pipeline import make_context
 
     os.environ["GENREC_HOME"] = str(home)
     os.environ["GENREC_LAKEHOUSE"] = str(home / "lakehouse")
@@ -93,8 +93,8 @@ def fit_exponent(sizes, seconds) -> float:
 
 
 def run_size(spark, n_events: int, bench_root: Path) -> dict:
-    from jobs import ingest
-    from jobs.spark import get_spark  # noqa: F401  (session already built by the caller)
+    from jobs.lake.spark_session import get_spark  # noqa: F401  (session already built by the caller)
+    from jobs.stages import ingest
 
     home = bench_root / f"{n_events:.0e}".replace("+", "")
     ctx = context(home, n_events)
@@ -147,8 +147,8 @@ def main() -> None:
     cache = Path(os.environ.get("GENREC_CACHE", REPO / ".cache"))
     bench_root = cache / "bench" / "clean"
     bench_root.mkdir(parents=True, exist_ok=True)
-    from jobs.settings import load_settings
-    from jobs.spark import get_spark
+    from jobs.lake.settings import load_settings
+    from jobs.lake.spark_session import get_spark
 
     os.environ["GENREC_HOME"] = str(bench_root)
     spark = get_spark(load_settings(), app_name="genrec-bench-clean")

@@ -15,7 +15,8 @@ Cleans the interaction logs, rebuilds user sequences, embeds new or changed item
 tokenizer, gates and publishes the item -> Semantic ID map, then trains and evaluates the
 recommender. Tables live in the Delta lakehouse (`genrec` database); models in MLflow.
 
-Trigger parameters: `profile` (demo, tiny, cpu, gpu), `dataset` (`synthetic` or `p5:PATH`),
+Trigger parameters: `profile` (demo, tiny, cpu, gpu), `dataset` (`synthetic`, `landed:PATH` or
+`LAYOUT:PATH`, the layouts of `genrec run --help`),
 and `overrides` (a list of `section.key=value` strings). Reruns are idempotent.
 """
 
@@ -23,7 +24,7 @@ and `overrides` (a list of `section.key=value` strings). Reruns are idempotent.
 def _context(params: dict, context: dict):
     """Builds the jobs RunContext from the trigger params; manual runs may have no logical date."""
     from genrec_core.config import load_config
-    from jobs.pipeline import make_context
+    from jobs.stages.pipeline import make_context
 
     overrides = tuple(params.get("overrides") or ()) + (f"data.dataset={params['dataset']}",)
     cfg = load_config(params["profile"], None, overrides)
@@ -34,7 +35,7 @@ def _context(params: dict, context: dict):
 def _run(stage: str, params: dict, context: dict) -> dict:
     import json
 
-    from jobs.pipeline import run_stage
+    from jobs.stages.pipeline import run_stage
 
     result = run_stage(_context(params, context), stage)
     return json.loads(json.dumps(result, default=str))
@@ -54,7 +55,8 @@ with DAG(
     params={
         "profile": Param("demo", type="string", enum=["demo", "tiny", "cpu", "gpu"],
                          description="Config profile."),
-        "dataset": Param("synthetic", type="string", description="'synthetic' or 'p5:PATH'."),
+        "dataset": Param("synthetic", type="string",
+                         description="'synthetic', 'landed:PATH' or LAYOUT:PATH (`genrec run --help` lists the layouts)."),
         "overrides": Param([], type="array", description="section.key=value config overrides."),
     },
 ) as dag:

@@ -38,8 +38,8 @@ def session_home() -> Path:
 
 @pytest.fixture(scope="session")
 def spark(session_home):
-    from jobs.settings import load_settings
-    from jobs.spark import get_spark
+    from jobs.lake.settings import load_settings
+    from jobs.lake.spark_session import get_spark
 
     session = get_spark(load_settings(), app_name="genrec-tests")
     yield session
@@ -57,8 +57,8 @@ def tiny_config():
 def ctx(spark, tiny_config):
     from datetime import datetime, timezone
 
-    from jobs.context import RunContext
-    from jobs.settings import load_settings
+    from jobs.lake.settings import load_settings
+    from jobs.stages.context import RunContext
 
     return RunContext(settings=load_settings(), config=tiny_config,
                       logical_time=datetime(2026, 3, 1, tzinfo=timezone.utc), _spark=spark)

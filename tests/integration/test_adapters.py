@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs import adapters as A
+from jobs.sources import adapters as A
 from schemas import tables as S
 
 pytestmark = pytest.mark.integration
@@ -117,12 +117,12 @@ def test_recbole_inter_with_and_without_rating(spark, tmp_path):
 
 
 def test_p5_sequences_match_the_core_reader(spark, tmp_path):
-    from genrec_core.data.p5 import read_sequences
+    from genrec_core.data.p5 import parse_sequences
 
     path = _write(tmp_path, "sequential_data.txt", "1 5 6 7\n2 6\n3 7 5 6 8 9\n")
     rows = _events(spark, "p5", path)
     got = sorted((r["user_id"], r["item_id"], r["event_type"], r["event_time"]) for r in rows)
-    ref = read_sequences(path).to_pylist()
+    ref = parse_sequences(path.read_text().splitlines()).to_pylist()
     assert got == sorted((r["user_id"], r["item_id"], r["event_type"], r["event_time"]) for r in ref)
     assert {r["source"] for r in rows} == {"p5:sequential_data.txt"}
 
@@ -163,7 +163,7 @@ def test_amazon_meta_items(spark, tmp_path):
 
 
 def test_p5_items_match_the_core_reader(spark, tmp_path):
-    from genrec_core.data.p5 import read_items
+    from genrec_core.data.p5 import parse_items
 
     path = _write(tmp_path, "items.jsonl",
                   '{"item_id": 1, "asin": "B1", "pseudo_title": "nail lacquer", "brand": "OPI", '
@@ -171,7 +171,7 @@ def test_p5_items_match_the_core_reader(spark, tmp_path):
                   '{"item_id": 2, "business_id": "b2", "name": "Cafe", "categories": "Food, Coffee"}\n'
                   '{"item_id": 3, "title": "", "pseudo_title": "fallback title", "categories": [["A", "B"]]}\n')
     rows = _rows(A.read_items(spark, "p5_items", path))
-    ref = read_items(path).to_pylist()
+    ref = parse_items(path.read_text().splitlines()).to_pylist()
     cols = ("item_id", "title", "brand", "categories")
     assert [tuple(r[c] for c in cols) for r in rows] == [tuple(r[c] for c in cols) for r in ref]
     assert json.loads(rows[0]["attributes"]) == {"asin": "B1", "attribute_ids": [1, 2]}
@@ -404,9 +404,9 @@ def test_real_movielens_ratings_every_line_is_one_event(spark, layout, rel, head
 
 @pytest.mark.realdata
 def test_real_p5_beauty_matches_the_core_reader(spark, beauty_dir):
-    from genrec_core.data.p5 import read_sequences
+    from genrec_core.data.p5 import parse_sequences
 
-    ref = read_sequences(beauty_dir / "sequential_data.txt")
+    ref = parse_sequences((beauty_dir / "sequential_data.txt").read_text().splitlines())
     got = A.read_events(spark, "p5", beauty_dir / "sequential_data.txt", DATE)
     rows = {(r["user_id"], r["item_id"], r["event_time"]) for r in got.select("user_id", "item_id", "event_time").collect()}
     assert len(rows) == ref.num_rows == got.count()
@@ -415,10 +415,10 @@ def test_real_p5_beauty_matches_the_core_reader(spark, beauty_dir):
 
 @pytest.mark.realdata
 def test_real_p5_beauty_items_match_the_core_reader(spark, beauty_dir):
-    from genrec_core.data.p5 import read_items
+    from genrec_core.data.p5 import parse_items
 
     cols = ("item_id", "title", "brand", "categories", "description")
-    ref = read_items(beauty_dir / "items.jsonl").select(list(cols)).to_pylist()
+    ref = parse_items((beauty_dir / "items.jsonl").read_text().splitlines()).select(list(cols)).to_pylist()
     got = A.read_items(spark, "p5_items", beauty_dir / "items.jsonl").select(*cols).collect()
     got, ref = sorted(tuple(r) for r in got), sorted(tuple(r[c] for c in cols) for r in ref)
     assert [g for g, r in zip(got, ref) if g != r][:5] == [] and len(got) == len(ref)

@@ -25,7 +25,7 @@ def at(seconds: float) -> str:
 
 
 def classify(spark, rows, cfg=CFG, daily=False, items=("I1", "I2", "I3")):
-    from jobs import clean as C
+    from jobs.transforms import cleaning as C
 
     raw = spark.createDataFrame(rows, schema=", ".join(f"{c} string" for c in S.RAW_EVENTS.column_names))
     catalogue = spark.createDataFrame([(i,) for i in items], "item_id string")

@@ -41,7 +41,8 @@ class SimulatedKill(RuntimeError):
 
 
 def _write_inputs(ctx):
-    from jobs import delta_io, sequences
+    from jobs.lake import delta_io
+    from jobs.stages import sequences
     from schemas import tables as S
 
     spark = ctx.spark
@@ -62,8 +63,8 @@ def _write_inputs(ctx):
 
 @pytest.fixture(scope="module")
 def lake(spark, tiny_config, tmp_path_factory):
-    from jobs.context import RunContext
-    from jobs.settings import load_settings
+    from jobs.lake.settings import load_settings
+    from jobs.stages.context import RunContext
 
     settings = dataclasses.replace(load_settings(), lakehouse=tmp_path_factory.mktemp("embed-lake"),
                                    database="genrec_embed_tests")
@@ -88,7 +89,7 @@ def _with(ctx, embedder: str):
 def _rows(ctx, encoder: str) -> dict:
     from pyspark.sql import functions as F
 
-    from jobs import delta_io
+    from jobs.lake import delta_io
     from schemas import tables as S
 
     df = delta_io.read(ctx.spark, ctx.settings, S.ITEM_EMBEDDINGS).where(F.col("encoder") == encoder)
@@ -96,7 +97,7 @@ def _rows(ctx, encoder: str) -> dict:
 
 
 def _version(ctx) -> int:
-    from jobs import delta_io
+    from jobs.lake import delta_io
     from schemas import tables as S
 
     return delta_io.latest_version(ctx.spark, ctx.settings, S.ITEM_EMBEDDINGS)
@@ -104,7 +105,7 @@ def _version(ctx) -> int:
 
 def test_als_covers_cold_items_and_reruns_commit_nothing(lake):
     from genrec_core.embed.collab import normalize_rows
-    from jobs import embed
+    from jobs.stages import embed
 
     ctx = _with(lake, "als")
     first = embed.main(ctx)
@@ -130,7 +131,7 @@ def test_als_covers_cold_items_and_reruns_commit_nothing(lake):
 def test_text_embedding_resumes_after_a_kill_and_equals_a_clean_run(lake):
     from delta.tables import DeltaTable
 
-    from jobs import embed
+    from jobs.stages import embed
 
     ctx = _with(lake, "text")
     encoder = embed.encoder_for(ctx.config)
@@ -158,7 +159,7 @@ def test_text_embedding_resumes_after_a_kill_and_equals_a_clean_run(lake):
 
 @pytest.mark.parametrize("embedder, dim", [("fused", 384 + 4), ("famae", 5 * 16)])
 def test_fused_and_famae_write_a_unit_vector_per_item(lake, embedder, dim):
-    from jobs import embed
+    from jobs.stages import embed
 
     ctx = _with(lake, embedder)
     result = embed.main(ctx)

@@ -24,7 +24,7 @@ NEAR_SECONDS = 30  # CleanConfig.near_duplicate_seconds
 
 @pytest.fixture(scope="module")
 def generated(spark, tmp_path_factory):
-    from jobs.generate import generate
+    from jobs.sources.generator import generate
 
     out = tmp_path_factory.mktemp("generate") / "a"
     return generate(spark, MESSY, SEED, out)
@@ -65,7 +65,8 @@ def _flags(events, items):
 def _observed(events, items) -> dict[str, int]:
     """Row counts by kind, applying the clean stage's rules in its order: quarantine, exact
     duplicates, bot user-days (>= 20 events, median gap < 1 s), near-duplicates (30 s)."""
-    from pyspark.sql import Window, functions as F
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
 
     flagged, rules = _flags(events, items)
     flagged = flagged.cache()
@@ -141,7 +142,8 @@ def test_catalogue_matches_the_events(spark, generated) -> None:
 
 
 def test_humans_are_spaced_and_bots_burst(spark, generated) -> None:
-    from pyspark.sql import Window, functions as F
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
 
     flagged, _ = _flags(*_read(spark, generated))
     valid = flagged.where("_broken = 0").dropDuplicates(["user_id", "event_time", "item_id", "event_type"])
@@ -166,7 +168,7 @@ def test_cli_is_deterministic_across_partitionings_and_reruns_atomically(spark, 
     from pyspark.testing import assertDataFrameEqual
     from typer.testing import CliRunner
 
-    from jobs.cli import app
+    from jobs.cli.app import app
 
     out = tmp_path / "landing"
     sets = [f"data.synthetic.{f.name}={getattr(MESSY, f.name)}" for f in dataclasses.fields(MESSY)
@@ -195,7 +197,7 @@ def test_cli_is_deterministic_across_partitionings_and_reruns_atomically(spark, 
 def test_spark_draws_match_the_pure_references(spark) -> None:
     from pyspark.sql import functions as F
 
-    from jobs import generate as G
+    from jobs.sources import generator as G
 
     plan = syn.plan(MESSY, SEED)
     g = G._Gen(plan)

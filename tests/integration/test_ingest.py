@@ -7,18 +7,20 @@ from datetime import date
 
 import pytest
 
+from jobs.sources.landing import landing_folder
+
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def ingested(ctx):
-    from jobs import ingest
+    from jobs.stages import ingest
 
     return ingest.main(ctx)
 
 
 def _manifest(ctx) -> dict:
-    return json.loads((ctx.settings.landing / ctx.dataset_key / "_manifest.json").read_text())
+    return json.loads((landing_folder(ctx.settings, ctx.config.data.dataset) / "_manifest.json").read_text())
 
 
 def test_accounting_balances_and_recovers_the_manifest(ingested, ctx):
@@ -26,7 +28,7 @@ def test_accounting_balances_and_recovers_the_manifest(ingested, ctx):
     ev, manifest = by_source["events"], _manifest(ctx)
     counts = manifest.get("counts", manifest)
     assert ev["input_rows"] == ev["output_rows"] + ev["quarantined_rows"] + ev["removed_rows"]
-    raw = ctx.spark.read.parquet(str(ctx.settings.landing / ctx.dataset_key / "events")).count()
+    raw = ctx.spark.read.parquet(str(landing_folder(ctx.settings, ctx.config.data.dataset) / "events")).count()
     assert ev["input_rows"] == raw
     reasons, rules = json.loads(ev["by_reason"]), json.loads(ev["by_rule"])
     for reason, n in reasons.items():
@@ -50,7 +52,8 @@ def test_quarantine_keeps_raw_rows_with_reasons(ingested, ctx):
 
 
 def test_rerun_is_a_no_op(ingested, ctx):
-    from jobs import delta_io, ingest
+    from jobs.lake import delta_io
+    from jobs.stages import ingest
     from schemas import tables as S
 
     before = delta_io.latest_version(ctx.spark, ctx.settings, S.ITEMS)
@@ -59,11 +62,12 @@ def test_rerun_is_a_no_op(ingested, ctx):
     assert again["audit"] == ingested["audit"]
     assert delta_io.latest_version(ctx.spark, ctx.settings, S.ITEMS) == before
     assert sorted(map(tuple, delta_io.read(ctx.spark, ctx.settings, S.INTERACTIONS_CLEAN).collect())) == rows
-    assert ctx.spark.sql("SELECT count(*) FROM genrec.ingest_audit WHERE stage = 'clean'").first()[0] == 2
+    assert ctx.spark.sql("SELECT count(*) FROM genrec.ingest_audit WHERE stage = 'ingest'").first()[0] == 2
 
 
 def test_daily_runs_rewrite_their_dates_and_converge(ingested, ctx):
-    from jobs import delta_io, ingest
+    from jobs.lake import delta_io
+    from jobs.stages import ingest
     from schemas import tables as S
 
     spark, settings = ctx.spark, ctx.settings
@@ -89,7 +93,8 @@ def test_daily_runs_rewrite_their_dates_and_converge(ingested, ctx):
 def test_failed_checkpoint_restores_the_table(ingested, ctx):
     from pyspark.sql import functions as F
 
-    from jobs import delta_io, ingest
+    from jobs.lake import delta_io
+    from jobs.stages import ingest
     from schemas import tables as S
 
     spark, settings = ctx.spark, ctx.settings

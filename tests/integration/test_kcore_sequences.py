@@ -34,7 +34,7 @@ def _columns(rows):
 
 @pytest.mark.parametrize("seed,k", [(0, 2), (1, 3), (2, 5)])
 def test_spark_kcore_equals_reference(spark, seed, k):
-    from jobs.kcore import kcore
+    from jobs.transforms.kcore_filter import kcore
 
     rows = _random_events(seed, 3000, 600, 400)
     ids, users, items, _ = _columns(rows)
@@ -47,7 +47,7 @@ def test_spark_kcore_equals_reference(spark, seed, k):
 
 
 def test_spark_kcore_bound_raises(spark):
-    from jobs.kcore import KCoreNotConverged, kcore
+    from jobs.transforms.kcore_filter import KCoreNotConverged, kcore
 
     # A chain u0-i0-u1-i1-...: under k=2 the k-core is empty and each iteration peels only its ends.
     rows = [(f"e{j}", f"u{(j + 1) // 2}", f"i{j // 2}", T0) for j in range(6)]
@@ -61,7 +61,7 @@ def test_spark_kcore_bound_raises(spark):
 
 @pytest.mark.parametrize("split,max_len", [("leave_one_out", 3), ("temporal", 4)])
 def test_labels_and_rows_equal_reference(spark, split, max_len):
-    from jobs.sequences import label_events, sequence_rows
+    from jobs.transforms.sequence_split import label_events, sequence_rows
 
     rows = _random_events(7, 800, 60, 40, n_seconds=400)  # heavy ties in event_time
     ids, users, items, times = _columns(rows)
@@ -76,8 +76,8 @@ def test_labels_and_rows_equal_reference(spark, split, max_len):
 @pytest.fixture(scope="module")
 def lake(spark, tmp_path_factory):
     """A private lakehouse and catalogue database, so these tables never shadow the shared ones."""
-    from jobs import delta_io
-    from jobs.settings import load_settings
+    from jobs.lake import delta_io
+    from jobs.lake.settings import load_settings
     from schemas import tables as S
 
     settings = replace(load_settings(), lakehouse=tmp_path_factory.mktemp("kcore_lake"), database="genrec_kcore")
@@ -94,8 +94,9 @@ def lake(spark, tmp_path_factory):
 @pytest.mark.parametrize("split", ["leave_one_out", "temporal"])
 def test_stage_builds_reference_sequences_and_balances(spark, lake, split):
     from genrec_core.config import load_config
-    from jobs import delta_io, sequences
-    from jobs.context import RunContext
+    from jobs.lake import delta_io
+    from jobs.stages import sequences
+    from jobs.stages.context import RunContext
     from schemas import tables as S
 
     settings, rows = lake

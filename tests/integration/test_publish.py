@@ -8,7 +8,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def published(ctx):
-    from jobs import pipeline
+    from jobs.stages import pipeline
 
     for stage in ("ingest", "embed", "tokenize", "gate", "publish"):
         pipeline.run_stage(ctx, stage)
@@ -27,19 +27,20 @@ def test_map_is_unique_and_complete(published, ctx):
 def test_manifest_and_registry(published, ctx):
     import json
 
-    from jobs import registry
+    from jobs.lake import mlflow_models
 
     tok = published["tokenize"]
     manifest = ctx.spark.sql(f"SELECT * FROM genrec.sid_map_versions WHERE map_version = '{tok['map_version']}'").first()
     assert json.loads(manifest.metrics)["collision_rate"] == pytest.approx(tok["metrics"]["collision_rate"])
     assert set(json.loads(manifest.input_versions)) >= {"items", "item_embeddings", "interactions_clean"}
-    c = registry.client(ctx.settings)
-    version = registry.find_version(c, registry.TOKENIZER_MODEL, tok["map_version"])
+    c = mlflow_models.client(ctx.settings)
+    version = mlflow_models.find_version(c, mlflow_models.TOKENIZER_MODEL, tok["map_version"])
     assert version is not None and version.tags["map_version"] == tok["map_version"]
 
 
 def test_republish_changes_nothing(published, ctx):
-    from jobs import delta_io, pipeline
+    from jobs.lake import delta_io
+    from jobs.stages import pipeline
     from schemas import tables as S
 
     before = {r.item_id: r.sid for r in ctx.spark.sql("SELECT item_id, sid FROM genrec.item_sid").collect()}
@@ -55,7 +56,8 @@ def test_republish_changes_nothing(published, ctx):
 
 
 def test_gate_rejects_a_broken_map(published, ctx):
-    from jobs import delta_io, gate
+    from jobs.lake import delta_io
+    from jobs.stages import gate
     from schemas import tables as S
 
     pdf = gate.staged_frame(ctx)
@@ -72,7 +74,7 @@ def test_gate_rejects_a_broken_map(published, ctx):
 def test_gate_threshold_stops_the_run(published, ctx):
     import dataclasses
 
-    from jobs import gate
+    from jobs.stages import gate
 
     strict = dataclasses.replace(ctx.config, gate=dataclasses.replace(ctx.config.gate, max_collision_rate=0.0))
     strict_ctx = dataclasses.replace(ctx, config=strict)

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.integration
 def two_maps(ctx):
     """Publishes a map from another seed, then the tiny profile's own map again (so item_sid ends as
     test_publish left it). Returns (other map version, current map version)."""
-    from jobs import pipeline
+    from jobs.stages import pipeline
 
     other = dataclasses.replace(ctx, config=dataclasses.replace(ctx.config, seed=ctx.config.seed + 1),
                                 results={})
@@ -29,7 +29,8 @@ def test_report_of_the_current_map(two_maps, ctx, tmp_path):
     from mlflow import MlflowClient
 
     from genrec_core.quantize.metrics import SIDReport
-    from jobs import report, registry
+    from jobs.lake import mlflow_models
+    from jobs.stages import map_report as report
 
     previous, current = two_maps
     result = report.main(ctx, out_dir=tmp_path)
@@ -49,7 +50,7 @@ def test_report_of_the_current_map(two_maps, ctx, tmp_path):
     assert r.churn.n_common == n_items and r.churn.n_added == r.churn.n_removed == 0
     assert 0.0 < r.churn.sid_changed <= 1.0                 # another seed moves items
 
-    registry.client(ctx.settings)
+    mlflow_models.client(ctx.settings)
     run = MlflowClient().get_run(result["mlflow_run_id"])
     assert run.data.tags["map_version"] == current and run.data.metrics["collision_rate"] == r.collision_rate
     # The same report again is not logged twice.

@@ -37,7 +37,7 @@ def local_codes(tok, x, ids, strategy, cfg):
 @pytest.mark.parametrize("strategy", ["dedup_digit", "cap_reassign", "rrs", "ecm"])
 def test_spark_assignment_equals_single_process(spark, vectors, tiny_config, quantizer, strategy):
     from genrec_core.quantize import base
-    from jobs import sid_assign
+    from jobs.transforms import sid_assign
 
     ids, x, df = vectors
     # 3 levels of 8 codes over 700 items: many collisions, so every strategy has work to do.

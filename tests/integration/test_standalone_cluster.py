@@ -31,9 +31,10 @@ import json
 from datetime import datetime, timezone
 
 from genrec_core.config import load_config
-from jobs import ingest, sequences
-from jobs.context import RunContext
-from jobs.settings import load_settings
+from jobs.stages import ingest
+from jobs.stages import sequences
+from jobs.stages.context import RunContext
+from jobs.lake.settings import load_settings
 
 ctx = RunContext(settings=load_settings(), config=load_config("tiny"),
                  logical_time=datetime(2026, 3, 1, tzinfo=timezone.utc))

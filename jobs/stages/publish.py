@@ -1,4 +1,4 @@
-"""Stage f: register the tokenizer in MLflow, MERGE the staged map into `item_sid`, record the version.
+"""The publish stage: register the tokenizer in MLflow, MERGE the staged map into `item_sid`, record the version.
 
 Idempotent: a map version that is already published is not registered, merged or recorded again, so
 a rerun on the same input changes no SID and adds no version.
@@ -8,8 +8,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from jobs import delta_io, registry
-from jobs.context import RunContext
+from jobs.lake import delta_io, mlflow_models
+from jobs.lake.tokenizer_files import read_header
+from jobs.stages.context import RunContext
 from schemas import tables as S
 
 
@@ -36,14 +37,14 @@ def main(ctx: RunContext, tokenize_result: dict) -> dict:
     spark, settings = ctx.spark, ctx.settings
     map_version = tokenize_result["map_version"]
     metrics = tokenize_result["metrics"]
-    c = registry.client(settings)
+    c = mlflow_models.client(settings)
     if already_published(ctx, map_version):
-        version = registry.find_version(c, registry.TOKENIZER_MODEL, map_version)
+        version = mlflow_models.find_version(c, mlflow_models.TOKENIZER_MODEL, map_version)
         return {"map_version": map_version, "published": False,
                 "tokenizer_version": version.version if version else None,
                 "versions": {"item_sid": delta_io.latest_version(spark, settings, S.ITEM_SID)}}
 
-    existing = registry.find_version(c, registry.TOKENIZER_MODEL, map_version)
+    existing = mlflow_models.find_version(c, mlflow_models.TOKENIZER_MODEL, map_version)
     if existing is not None:
         tok_version = str(existing.version)
     else:
@@ -52,8 +53,8 @@ def main(ctx: RunContext, tokenize_result: dict) -> dict:
 
         flat = {**flat_metrics(SIDReport.from_dict(metrics["report"])),
                 **{k: metrics[k] for k in ("moved", "collision_rate_all", "unique_sids_after")}}
-        tok_version, _ = registry.register_folder(
-            c, registry.TOKENIZER_MODEL, Path(tokenize_result["tokenizer_dir"]), map_version,
+        tok_version, _ = mlflow_models.register_folder(
+            c, mlflow_models.TOKENIZER_MODEL, Path(tokenize_result["tokenizer_dir"]), map_version,
             params={"tokenizer": ctx.config.tokenize.quantizer, "collisions": ctx.config.tokenize.collisions,
                     "embedder": ctx.config.embed.embedder,
                     **{f"tokenize.{k}": v for k, v in ctx.config.to_dict()["tokenize"].items()}},
@@ -64,7 +65,7 @@ def main(ctx: RunContext, tokenize_result: dict) -> dict:
     staged = delta_io.read(spark, settings, S.ITEM_SID_STAGED).withColumn("tokenizer_version", F.lit(tok_version))
     sid_version = delta_io.merge_upsert(spark, settings, S.ITEM_SID, staged, ("item_id",), delete_missing=True,
                                         compare=("sid", "codes", "map_version"))
-    tok_cfg = json.loads((Path(tokenize_result["tokenizer_dir"]) / "tokenizer.json").read_text())
+    tok_cfg = read_header(Path(tokenize_result["tokenizer_dir"]))
     row = {"map_version": map_version, "tokenizer_version": tok_version, "item_sid_version": sid_version,
            "n_items": int(metrics["n_items"]), "metrics": json.dumps(metrics, sort_keys=True),
            "input_versions": json.dumps(input_versions(ctx), sort_keys=True),

@@ -1,29 +1,30 @@
-"""Runs the stages in order, times them and prints the summary. Each stage is a jobs/ module."""
+"""The stage list and runner: one `main(ctx)` per stage in jobs/stages/, named as the DAG's task ids."""
 from __future__ import annotations
 
-import time
+from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Callable, Optional
+from typing import Optional
 
-from jobs.context import RunContext
+from jobs.lake.clock import timed
+from jobs.stages.context import RunContext
 
 STAGES = ("ingest", "sequences", "embed", "tokenize", "gate", "publish", "train")
 
 
 def _encoder(ctx: RunContext) -> str:
-    from jobs.embed import encoder_for
+    from jobs.stages.embed import encoder_for
 
     return encoder_for(ctx.config)
 
 
 def _tokenize_result(ctx: RunContext) -> dict:
-    from jobs import tokenize
+    from jobs.stages import tokenize
 
     return ctx.results.get("tokenize") or tokenize.staged_result(ctx)
 
 
 def run_stage(ctx: RunContext, name: str) -> dict:
-    from jobs import embed, gate, ingest, publish, sequences, tokenize, train
+    from jobs.stages import embed, gate, ingest, publish, sequences, tokenize, train
 
     dispatch: dict[str, Callable[[], dict]] = {
         "ingest": lambda: ingest.main(ctx, ctx.partition_date),
@@ -36,15 +37,27 @@ def run_stage(ctx: RunContext, name: str) -> dict:
     }
     if name not in dispatch:
         raise ValueError(f"unknown stage {name!r}; stages are {', '.join(STAGES)}")
-    started = time.perf_counter()
-    result = dispatch[name]()
-    result["seconds"] = round(time.perf_counter() - started, 2)
+    result = timed(dispatch[name])
     ctx.results[name] = result
     return result
 
 
+def expected_failures() -> tuple[type[Exception], ...]:
+    """The errors a stage raises for bad input or a failed check: reported as a message, not a traceback."""
+    from jobs.lake.audit import AccountingError
+    from jobs.sources.adapters import AdapterError
+    from jobs.sources.datasets import DatasetError
+    from jobs.stages.gate import GateFailed
+    from jobs.stages.ingest import CheckpointFailed
+    from jobs.stages.tokenize import UnplacedItems
+    from jobs.transforms.kcore_filter import KCoreNotConverged
+
+    return (AccountingError, AdapterError, DatasetError, GateFailed, CheckpointFailed, UnplacedItems,
+            KCoreNotConverged)
+
+
 def make_context(config, logical_time: Optional[datetime] = None) -> RunContext:
-    from jobs.settings import load_settings, quiet_environment
+    from jobs.lake.settings import load_settings, quiet_environment
 
     quiet_environment()
     when = logical_time or datetime.now(timezone.utc).replace(microsecond=0)

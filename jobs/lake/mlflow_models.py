@@ -15,7 +15,7 @@ RECOMMENDER_MODEL = "genrec-recommender"
 
 
 def client(settings):
-    from jobs.settings import quiet_environment
+    from jobs.lake.settings import quiet_environment
 
     quiet_environment()
     import mlflow

@@ -1,4 +1,4 @@
-"""Small helpers for writing and reading the lakehouse's Delta tables through Spark."""
+"""Delta table I/O through Spark: overwrite (whole or replaceWhere), no-op-aware MERGE, reads and versions."""
 from __future__ import annotations
 
 from schemas.spark import conform
@@ -19,7 +19,7 @@ def overwrite(spark, settings, spec: TableSpec, df, replace_where: str | None = 
     layout of a partitioned table's files: "repartition" writes one file per partition value;
     "rebalance" lets AQE split big values over several tasks (a date of a large log); "as_is" keeps
     a frame that already arrives clustered by the partition columns, which either would shuffle again."""
-    from jobs.spark import register_table
+    from jobs.lake.spark_session import register_table
 
     if layout not in ("repartition", "rebalance", "as_is"):
         raise ValueError(f"layout must be 'repartition', 'rebalance' or 'as_is', not {layout!r}")
@@ -44,7 +44,8 @@ def merge_upsert(spark, settings, spec: TableSpec, df, keys: tuple[str, ...], de
     and (if delete_missing) delete rows absent from df. Unchanged rows are left untouched, so a rerun
     with the same input commits nothing. Returns the table's version after the merge."""
     from delta.tables import DeltaTable
-    from jobs.spark import register_table
+
+    from jobs.lake.spark_session import register_table
 
     df = conform(df, spec)
     path = str(settings.table_path(spec.name))

@@ -1,8 +1,8 @@
 """The end-of-run summary: rows per table, SID metrics, recommender metrics, stage times."""
 from __future__ import annotations
 
-from jobs import delta_io
-from jobs.context import RunContext
+from jobs.lake import delta_io
+from jobs.stages.context import RunContext
 from schemas import tables as S
 
 

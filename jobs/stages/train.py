@@ -1,4 +1,4 @@
-"""Stage g: train the TIGER-style recommender on SID tokens, evaluate it, register it in MLflow.
+"""The train stage: train the TIGER-style recommender on SID tokens, evaluate it, register it in MLflow.
 
 The model is trained against one Delta version of `item_sid` and registered with that version as a
 tag, so serving can use the same map. A rerun on the same map, sequences and config finds the version
@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs import delta_io, registry
-from jobs.context import RunContext, fingerprint
+from genrec_core.fingerprint import fingerprint
+from jobs.lake import delta_io, mlflow_models
+from jobs.stages.context import RunContext
 from schemas import tables as S
 
 
@@ -68,7 +69,12 @@ def main(ctx: RunContext) -> dict:
     from genrec_core.device import resolve_device
     from genrec_core.eval.ranking import ranking_report
     from genrec_core.model.sid_vocab import SidVocab
-    from genrec_core.model.tiger import build_model, make_training_pairs, recommend, train
+    from genrec_core.model.tiger import (
+        build_model,
+        make_training_pairs,
+        recommend,
+        train,
+    )
     from genrec_core.model.trie import SidTrie
 
     cfg, seed = ctx.config, ctx.config.seed
@@ -76,11 +82,11 @@ def main(ctx: RunContext) -> dict:
     index = {item: i for i, item in enumerate(item_ids)}
     train_seqs, histories, targets, checksum = load_sequences(ctx, index)
     fp = fingerprint(map_version, sid_version, checksum, cfg.train, cfg.eval, seed)
-    c = registry.client(ctx.settings)
-    existing = registry.find_version(c, registry.RECOMMENDER_MODEL, fp)
+    c = mlflow_models.client(ctx.settings)
+    existing = mlflow_models.find_version(c, mlflow_models.RECOMMENDER_MODEL, fp)
     if existing is not None:
         return {"trained": False, "model_version": str(existing.version), "item_sid_version": sid_version,
-                "metrics": registry.run_metrics(c, existing.run_id)}
+                "metrics": mlflow_models.run_metrics(c, existing.run_id)}
 
     torch.manual_seed(seed)
     vocab = SidVocab(level_sizes)
@@ -114,8 +120,8 @@ def main(ctx: RunContext) -> dict:
                                                            "map_version": map_version}))
         (folder / "genrec_config.json").write_text(ctx.config.to_json())
         (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
-        version, _ = registry.register_folder(
-            c, registry.RECOMMENDER_MODEL, folder, fp,
+        version, _ = mlflow_models.register_folder(
+            c, mlflow_models.RECOMMENDER_MODEL, folder, fp,
             params={**{f"train.{k}": v for k, v in cfg.to_dict()["train"].items()},
                     **{f"eval.{k}": v for k, v in cfg.to_dict()["eval"].items()}, "device": device,
                     "train_pairs": len(pairs)},

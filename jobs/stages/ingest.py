@@ -1,4 +1,4 @@
-"""Stage a: land the raw catalogue and events, clean them on Spark, quarantine what fails.
+"""The ingest stage: land the raw catalogue and events, clean them on Spark, quarantine what fails.
 
 Two modes:
 - full (no date): every landed row is cleaned and interactions_clean is replaced whole;
@@ -16,85 +16,22 @@ checkpoint; if it fails, the table is restored to its previous version and the r
 from __future__ import annotations
 
 import json
-import sys
-import time
-from contextlib import contextmanager
 from datetime import date, timedelta
-from pathlib import Path
 
-from jobs import clean as C
-from jobs import delta_io
-from jobs.accounting import AccountingError, check_balance
-from jobs.context import RunContext, fingerprint
+from genrec_core.fingerprint import fingerprint
+from jobs.lake import delta_io
+from jobs.lake.audit import AccountingError, audit_row, write_audit
+from jobs.lake.clock import StepTimer
+from jobs.sources import landing
+from jobs.stages.context import RunContext
+from jobs.transforms import cleaning as C
 from schemas import tables as S
 
-
-class Steps:
-    """Wall time per step of a run, printed as each ends: a clean at 10^8 rows runs for many minutes."""
-
-    def __init__(self, prefix: str = "clean"):
-        self.prefix, self.seconds = prefix, {}
-
-    @contextmanager
-    def __call__(self, name: str):
-        t0 = time.perf_counter()
-        yield
-        self.seconds[name] = round(time.perf_counter() - t0, 2)
-        print(f"[{self.prefix}] {name}: {self.seconds[name]} s", file=sys.stderr, flush=True)
+STAGE = "ingest"
 
 
 class CheckpointFailed(RuntimeError):
     """interactions_clean failed its great-expectations checkpoint; the write was rolled back."""
-
-
-# ---------------------------------------------------------------- landing
-
-
-def land(ctx: RunContext) -> dict[str, Path]:
-    """Raw events (parquet partitioned by ingest_date) and catalogue in the raw contract, under the
-    landing folder. Landing is skipped when the same input was landed before."""
-    ds = ctx.config.data.dataset
-    if ds.startswith("landed:"):  # already in the raw contract, e.g. written by `genrec generate`
-        root = Path(ds[len("landed:"):]).expanduser()
-        return {"events": root / "events", "items": root / "items"}
-    folder = ctx.settings.landing / ctx.dataset_key
-    key = fingerprint(ds, ctx.config.data.synthetic if ds == "synthetic" else None, ctx.config.seed,
-                      None if ds == "synthetic" else ctx.logical_time.date())
-    marker = folder / "_landed.json"
-    paths = {"events": folder / "events", "items": folder / "items"}
-    if marker.is_file() and json.loads(marker.read_text()).get("key") == key:
-        return paths
-    if ds == "synthetic":
-        from jobs.generate import generate
-
-        generate(ctx.spark, ctx.config.data.synthetic, ctx.config.seed, folder)
-    else:
-        _land_files(ctx, folder)
-    marker.write_text(json.dumps({"key": key, "dataset": ds}))
-    return paths
-
-
-def _land_files(ctx: RunContext, folder: Path) -> None:
-    from jobs import adapters
-
-    layout, _, path = ctx.config.data.dataset.partition(":")
-    root = Path(path).expanduser()
-    if layout != "p5":
-        raise ValueError(f"unknown dataset {ctx.config.data.dataset!r}; use 'synthetic', 'p5:PATH' or 'landed:PATH'")
-    day = ctx.logical_time.date().isoformat()
-    events = adapters.read_events(ctx.spark, "p5", str(root / "sequential_data.txt"), day)
-    items = adapters.read_items(ctx.spark, "p5", str(root / "items.jsonl"))
-    events.write.mode("overwrite").partitionBy("ingest_date").parquet(str(folder / "events"))
-    items.write.mode("overwrite").parquet(str(folder / "items"))
-
-
-def read_landed(spark, paths: dict[str, Path]):
-    from pyspark.sql import functions as F
-
-    events = spark.read.option("basePath", str(paths["events"])).parquet(str(paths["events"]))
-    # Partition discovery types ingest_date as a date; the contract keeps it a string.
-    events = events.withColumn("ingest_date", F.col("ingest_date").cast("string"))
-    return events.select(*S.RAW_EVENTS.column_names), spark.read.parquet(str(paths["items"]))
 
 
 # ---------------------------------------------------------------- scope
@@ -133,7 +70,9 @@ def checkpoint(spark, settings, cfg, dates: list[date] | None, result_format: st
     window = [gxe.ExpectColumnValuesToBeBetween(column="event_time", min_value=cfg.min_event_time,
                                                 max_value=cfg.max_event_time, strict_max=True)]
     context = gx.get_context(mode="ephemeral")
-    suite = context.suites.add(suite_for(S.INTERACTIONS_CLEAN, window, suffix="_checkpoint"))
+    # The configured event types, not the schema's defaults: the checkpoint checks what cleaning kept.
+    suite = context.suites.add(suite_for(S.INTERACTIONS_CLEAN, window, suffix="_checkpoint",
+                                         allowed={"event_type": cfg.event_types}))
     # persist=False: GX would otherwise cache the frame, and a later read of the table in this session
     # (after a RESTORE, say) would be answered from that cache instead of the table.
     batch = (context.data_sources.add_spark("interactions", persist=False).add_dataframe_asset("interactions_clean")
@@ -146,7 +85,7 @@ def checkpoint(spark, settings, cfg, dates: list[date] | None, result_format: st
 
 
 def _failures(result) -> list[str]:
-    from jobs.gate import failures
+    from jobs.stages.gate import failures
 
     return [f for run in result.run_results.values() for f in failures(run)]
 
@@ -184,9 +123,9 @@ def main(ctx: RunContext, day: date | None = None) -> dict:
 
     spark, settings, cfg = ctx.spark, ctx.settings, ctx.config.clean
     dataset = ctx.config.data.dataset
-    step = Steps()
+    step = StepTimer(STAGE, spark=spark)
     with step("land"):
-        raw_events, raw_items = read_landed(spark, land(ctx))
+        raw_events, raw_items = landing.read_landed(spark, landing.land(ctx))
     with step("catalogue"):
         items, q_items = C.clean_items(raw_items, cfg)
         items = items.persist(StorageLevel.MEMORY_AND_DISK)
@@ -248,9 +187,7 @@ def main(ctx: RunContext, day: date | None = None) -> dict:
     with step("checkpoint"):
         checkpoint_or_restore(ctx, dates, previous)
     with step("audit table"):
-        audit_df = spark.createDataFrame(audit, schema=_audit_schema())
-        versions["ingest_audit"] = delta_io.merge_upsert(spark, settings, S.INGEST_AUDIT, audit_df,
-                                                         ("run_id", "stage", "source"), delete_missing=False)
+        versions["ingest_audit"] = write_audit(spark, settings, audit)
     return {"run_id": run_id, "scope": scope, "audit": audit, "versions": versions, "seconds": step.seconds}
 
 
@@ -267,25 +204,11 @@ def _audit_rows(ctx: RunContext, run_id: str, scope: str, dates: list[date] | No
         written_q = written_q.where((F.col("source") == "items") | F.col("scope_date").isin(dates))
     q_counts = {(r["source"], r["reason"]): int(r["count"])
                 for r in written_q.groupBy("source", "reason").count().collect()}
-    rows = [
-        _audit_row(ctx, run_id, "events", scope, in_scope, written.count(),
-                   {k[1]: v for k, v in q_counts.items() if k[0] == "events"}, by_rule),
-        _audit_row(ctx, run_id, "items", "all", raw_items, delta_io.read(spark, settings, S.ITEMS).count(),
-                   {k[1]: v for k, v in q_counts.items() if k[0] == "items"}, {}),
+    common = {"run_id": run_id, "dataset": ctx.config.data.dataset, "stage": STAGE, "audited_at": ctx.logical_time}
+    return [
+        audit_row(**common, source="events", scope=scope, input_rows=in_scope, output_rows=written.count(),
+                  by_reason={k[1]: v for k, v in q_counts.items() if k[0] == "events"}, by_rule=by_rule),
+        audit_row(**common, source="items", scope="all", input_rows=raw_items,
+                  output_rows=delta_io.read(spark, settings, S.ITEMS).count(),
+                  by_reason={k[1]: v for k, v in q_counts.items() if k[0] == "items"}, by_rule={}),
     ]
-    return [check_balance(row) for row in rows]
-
-
-def _audit_schema():
-    from schemas.spark import struct_type
-
-    return struct_type(S.INGEST_AUDIT)
-
-
-def _audit_row(ctx, run_id, source, scope, input_rows, output_rows, by_reason, by_rule) -> dict:
-    return {"run_id": run_id, "dataset": ctx.config.data.dataset, "stage": "clean", "source": source,
-            "scope": scope, "input_rows": int(input_rows), "output_rows": int(output_rows),
-            "quarantined_rows": sum(by_reason.values()), "removed_rows": sum(by_rule.values()),
-            "by_reason": json.dumps(dict(sorted(by_reason.items()))),
-            "by_rule": json.dumps(dict(sorted(by_rule.items()))),
-            "audited_at": ctx.logical_time}

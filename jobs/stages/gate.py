@@ -1,4 +1,4 @@
-"""Stage e: validate the staged SID map with great-expectations before anything is published.
+"""The gate stage: validate the staged SID map with great-expectations before anything is published.
 
 The suite is derived from schemas.tables (not-null, unique item_id and sid) plus data-dependent
 expectations: codes in range per level, one row per catalogue item, every item present, and the
@@ -6,8 +6,8 @@ SID-quality threshold. A failure raises GateFailed naming each broken expectatio
 """
 from __future__ import annotations
 
-from jobs import delta_io
-from jobs.context import RunContext
+from jobs.lake import delta_io
+from jobs.stages.context import RunContext
 from schemas import tables as S
 
 

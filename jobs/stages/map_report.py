@@ -12,15 +12,16 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 
-from jobs import delta_io, registry
-from jobs.context import RunContext
+from jobs.lake import delta_io, mlflow_models
+from jobs.lake.files import write_bytes
+from jobs.lake.tokenizer_files import has_tokenizer, read_tokenizer
+from jobs.stages.context import RunContext
 from schemas import tables as S
 
 EXPERIMENT = "genrec-reports"
@@ -115,7 +116,7 @@ def load_inputs(ctx: RunContext, map_row: dict, sid_version: int, encoder: str, 
     was built with (null when missing) and the top-level category ('(none)' when missing)."""
     from pyspark.sql import functions as F
 
-    from jobs.tokenize import top_category
+    from jobs.transforms.sid_map_stats import top_category
 
     inputs = json.loads(map_row["input_versions"])
     sid = map_rows(ctx, sid_version, map_row["map_version"])
@@ -131,19 +132,17 @@ def load_inputs(ctx: RunContext, map_row: dict, sid_version: int, encoder: str, 
 
 def load_tokenizer(ctx: RunContext, map_version: str, notes: list[str]):
     """The map's tokenizer: its staging folder if still there, else the registered MLflow version."""
-    from genrec_core.quantize import base
-
     folder = ctx.settings.staging / "tokenizer" / map_version
-    if (folder / base.ARRAYS_FILE).is_file():
-        return base.load(folder)
+    if has_tokenizer(folder):
+        return read_tokenizer(folder)
     import mlflow
 
-    version = registry.find_version(registry.client(ctx.settings), registry.TOKENIZER_MODEL, map_version)
+    version = mlflow_models.find_version(mlflow_models.client(ctx.settings), mlflow_models.TOKENIZER_MODEL, map_version)
     if version is None:
         notes.append("tokenizer not found (staging folder or MLflow); reconstruction not computed")
         return None
     with tempfile.TemporaryDirectory() as tmp:
-        return base.load(Path(mlflow.artifacts.download_artifacts(artifact_uri=version.source, dst_path=tmp)))
+        return read_tokenizer(Path(mlflow.artifacts.download_artifacts(artifact_uri=version.source, dst_path=tmp)))
 
 
 def semantic_codes(codes: np.ndarray, levels: int, collisions: str, tok, x, notes: list[str]) -> np.ndarray:
@@ -162,12 +161,6 @@ def semantic_codes(codes: np.ndarray, levels: int, collisions: str, tok, x, note
 # Output
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
@@ -181,7 +174,7 @@ def write_outputs(out_dir: Path, document: dict, markdown: str, figures: dict) -
              out_dir / "report.md": markdown.encode()}
     files.update({out_dir / "plots" / f"{name}.png": _png(fig) for name, fig in figures.items()})
     for path, data in files.items():
-        _write_atomic(path, data)
+        write_bytes(path, data)
     return sorted(files)
 
 
@@ -198,7 +191,7 @@ def log_to_mlflow(ctx: RunContext, files: list[Path], out_dir: Path, document: d
     """One run per distinct report: a rerun whose report.json is identical finds the earlier run."""
     import mlflow
 
-    c = registry.client(ctx.settings)
+    c = mlflow_models.client(ctx.settings)
     exp_id = report_experiment(c, ctx.settings)
     digest = hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()[:16]
     found = c.search_runs([exp_id], filter_string=f"tags.fingerprint = '{digest}'", max_results=1)

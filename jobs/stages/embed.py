@@ -1,4 +1,4 @@
-"""Stage c: item embeddings into `item_embeddings`, by the embedder named in embed.embedder.
+"""The embed stage: item embeddings into `item_embeddings`, by the embedder named in embed.embedder.
 
 Every embedder writes rows keyed (item_id, encoder), so the vectors of different embedders live side
 by side and the tokenize stage picks its encoder by name (`encoder_for(config)`).
@@ -23,15 +23,15 @@ merge_upsert's no-op check commits nothing (see `als_item_vectors` for the clust
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 from genrec_core.config import EmbedConfig, PipelineConfig
-from jobs import delta_io
-from jobs.context import RunContext
+from jobs.lake import delta_io
+from jobs.stages.context import RunContext
 from schemas import tables as S
-
-VECTOR_SCHEMA = "item_id string, encoder string, content_hash string, dim int, vector array<float>"
+from schemas.spark import struct_type
 
 
 def encoder_name(model_path: str) -> str:
@@ -258,7 +258,7 @@ def _merge_vectors(ctx: RunContext, encoder: str, items, vectors) -> int:
     out = pd.DataFrame({"item_id": items.item_id.to_numpy(), "encoder": encoder,
                         "content_hash": items.content_hash.to_numpy(), "dim": int(vectors.shape[1]),
                         "vector": list(vectors.astype("float32"))})
-    new = ctx.spark.createDataFrame(out, schema=VECTOR_SCHEMA)
+    new = ctx.spark.createDataFrame(out, schema=struct_type(S.ITEM_EMBEDDINGS))
     return delta_io.merge_upsert(ctx.spark, ctx.settings, S.ITEM_EMBEDDINGS, new, ("item_id", "encoder"),
                                  delete_missing=False)
 

@@ -1,27 +1,47 @@
-"""Stage d: fit the configured quantizer on item embeddings, assign every item on Spark, resolve
+"""The tokenize stage: fit the configured quantizer on item embeddings, assign every item on Spark, resolve
 collisions with the configured strategy, and measure SID quality.
 
 The fit runs on the driver over `tokenize.fit_sample` items (all by default). Assignment and
-collision resolution run on executors (jobs/sid_assign.py). Writes the staged map (`item_sid_staged`)
+collision resolution run on executors (jobs/transforms/sid_assign.py). Writes the staged map (`item_sid_staged`)
 and the tokenizer folder (codebooks.npz, tokenizer.json, metrics.json) named by the map version; the
 publish stage registers them.
 """
 from __future__ import annotations
 
-import json
-import os
-import shutil
-from pathlib import Path
-
 import numpy as np
 
-from jobs import delta_io
-from jobs.context import RunContext, fingerprint
+from genrec_core.fingerprint import fingerprint
+from jobs.lake import delta_io
+from jobs.lake.tokenizer_files import read_header, read_metrics, write_tokenizer
+from jobs.stages.context import RunContext
+from jobs.transforms.sid_map_stats import (
+    collision_counts,
+    map_fingerprint,
+    top_category,
+)
 from schemas import tables as S
 
 
 class UnplacedItems(RuntimeError):
     """A unique-SID strategy could not give every item its own SID; nothing was staged."""
+
+
+def fit_progress(quantizer: str):
+    """A tqdm bar for fitters that train in steps; it opens on the first report and closes at the last."""
+    state: dict = {}
+
+    def report(done: int, total: int, figures: dict) -> None:
+        from tqdm.auto import tqdm
+
+        if "bar" not in state:
+            state["bar"] = tqdm(total=total, desc=f"fit {quantizer}", disable=None, leave=False)
+        bar = state["bar"]
+        bar.update(done - bar.n)
+        bar.set_postfix({k: f"{v:.4g}" if isinstance(v, float) else v for k, v in figures.items()})
+        if done >= total:
+            bar.close()
+
+    return report
 
 
 def catalogue_vectors(ctx: RunContext, encoder: str):
@@ -48,51 +68,6 @@ def fit_sample(vectors_df, size: int, seed: int):
     return pdf.item_id.to_numpy(dtype=str), np.stack(pdf.vector.to_numpy()).astype(np.float32)
 
 
-def map_fingerprint(assigned_df) -> tuple:
-    """Order-independent digest of the (item_id, sid) pairs, computed on executors."""
-    from pyspark.sql import functions as F
-
-    pair = F.concat_ws("\x1f", "item_id", "sid")
-    row = assigned_df.agg(F.count("*"), F.sum(F.crc32(pair)),
-                          F.sum(F.xxhash64(pair) % F.lit(1 << 40))).first()
-    return tuple(int(v or 0) for v in row)
-
-
-def collision_counts(assigned_df) -> dict:
-    """Over all assigned items: semantic collisions before resolution and SID uniqueness after."""
-    from pyspark.sql import functions as F
-
-    before = assigned_df.groupBy("semantic").count().agg(F.count("*"), F.sum("count"), F.max("count")).first()
-    after = assigned_df.groupBy("sid").count().agg(F.count("*"), F.max("count")).first()
-    moved = assigned_df.where(F.slice("codes", 1, F.size("semantic")) != F.col("semantic")).count()
-    n = int(before[1] or 0)
-    return {"n_items_assigned": n, "collision_rate_all": (n - int(before[0] or 0)) / n if n else 0.0,
-            "max_items_per_sid_all": int(before[2] or 0), "unique_sids_after": int(after[0] or 0),
-            "max_items_per_sid_after": int(after[1] or 0), "moved": int(moved)}
-
-
-def write_tokenizer(folder: Path, tokenizer, meta: dict, metrics: dict) -> None:
-    """Atomic: files go to a temp folder that is renamed into place."""
-    from genrec_core.quantize import base
-
-    tmp = folder.with_name(folder.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    base.save(tokenizer, tmp, meta)
-    (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
-
-
-def top_category():
-    """Spark column: the first level of `categories` ('(none)' when missing); purity is measured on it."""
-    from pyspark.sql import functions as F
-
-    top = F.trim(F.split(F.col("categories"), ">").getItem(0))
-    return F.when(F.length(top) > 0, top).otherwise(F.lit("(none)"))
-
-
 def top_categories(ctx: RunContext, item_ids: np.ndarray) -> np.ndarray:
     """Top-level category of each item in `item_ids` ('(none)' when missing), for purity."""
     pdf = delta_io.read(ctx.spark, ctx.settings, S.ITEMS).select("item_id", top_category().alias("c")).toPandas()
@@ -115,13 +90,15 @@ def main(ctx: RunContext, encoder: str) -> dict:
     from pyspark.sql import functions as F
 
     from genrec_core.quantize import base
-    from jobs import sid_assign
+    from genrec_core.quantize.rq_kmeans import allow_faiss_gpu
+    from jobs.transforms import sid_assign
 
     spark, settings, cfg, seed = ctx.spark, ctx.settings, ctx.config.tokenize, ctx.config.seed
     vectors = catalogue_vectors(ctx, encoder)
     sample_ids, x = fit_sample(vectors, cfg.fit_sample, seed)
-    tok = base.fit(cfg.quantizer, x, cfg, seed)
-    assigned, unplaced = sid_assign.assign(spark, vectors, tok, cfg.collisions, cfg)
+    allow_faiss_gpu(settings.faiss_gpu)
+    tok = base.fit(cfg.quantizer, x, cfg, seed, progress=fit_progress(cfg.quantizer))
+    assigned, unplaced = sid_assign.assign(spark, vectors, tok, cfg.collisions, cfg, settings.faiss_gpu)
     if unplaced:
         raise UnplacedItems(
             f"collision strategy {cfg.collisions!r} could not give {len(unplaced)} item(s) a unique SID "
@@ -157,7 +134,5 @@ def staged_result(ctx: RunContext) -> dict:
     if row is None:
         raise RuntimeError("the staged SID map is empty: the catalogue has no items")
     folder = ctx.settings.staging / "tokenizer" / row[0]
-    meta = json.loads((folder / "tokenizer.json").read_text())
-    return {"map_version": row[0], "tokenizer_dir": str(folder),
-            "metrics": json.loads((folder / "metrics.json").read_text()),
-            "code_level_sizes": meta["code_level_sizes"]}
+    return {"map_version": row[0], "tokenizer_dir": str(folder), "metrics": read_metrics(folder),
+            "code_level_sizes": read_header(folder)["code_level_sizes"]}

@@ -1,14 +1,16 @@
-"""The `genrec` command line."""
+"""The `genrec` command line (typer): run, ingest, sql, config, report and generate."""
 from __future__ import annotations
 
 import json
-import os
 import sys
 import tomllib
 from pathlib import Path
 from typing import List, Optional
 
 import typer
+
+from genrec_core.config import TokenizeConfig
+from genrec_core.quantize import registry
 
 app = typer.Typer(help="genrec: Semantic IDs and a generative recommender, as a batch pipeline on "
                        "Spark + Delta Lake + MLflow. Outputs go to ./lakehouse (Delta tables, catalog "
@@ -19,17 +21,20 @@ HOME_HELP = "Folder holding lakehouse/ and mlruns/ (default: current folder; env
 PROFILE_HELP = "Config profile: demo (default), tiny (tests), cpu (real data, small budget), gpu."
 SET_HELP = "Override one config key, e.g. --set train.max_steps=200 (repeatable)."
 CONFIG_HELP = "A TOML or JSON file with config sections (unknown keys are errors)."
-TOKENIZER_HELP = ("Quantizer: rq_kmeans (default; FAISS k-means per residual level), faiss_rq (FAISS "
-                  "ResidualQuantizer, beam search), rq_kmeans_balanced (equal-size clusters, OneRec), rqvae "
-                  "(TIGER's RQ-VAE in torch), gaoq (ReSID's globally aligned orthogonal quantization).")
+TOKENIZER_HELP = "Quantizer: " + registry.describe(registry.quantizer_summaries(), TokenizeConfig.quantizer) + "."
 EMBEDDER_HELP = ("Item vectors: text (default; local HF encoder), als (Spark ALS item factors), fused "
                  "(text + ALS), famae (ReSID field-aware masked auto-encoder over histories).")
-COLLISIONS_HELP = ("How items sharing a SID are told apart: dedup_digit (default; TIGER's extra digit), "
-                   "cap_reassign (FORGE; cap items per SID, overflow to the nearest free code), rrs "
-                   "(recursive residual search, unique SIDs with no extra token), ecm (exhaustive candidate "
-                   "matching; small catalogues).")
-DATASET_HELP = ("'synthetic' (built-in, deterministic), 'p5:PATH' (sequential_data.txt + items.jsonl), or "
-                "'landed:PATH' (events/ and items/ in the raw contract, e.g. the --out of `genrec generate`).")
+COLLISIONS_HELP = ("How items sharing a SID are told apart: "
+                   + registry.describe(registry.COLLISIONS, TokenizeConfig.collisions) + ".")
+
+
+def _dataset_help() -> str:
+    from jobs.sources.datasets import help_text
+
+    return "Dataset spec: " + help_text()
+
+
+DATASET_HELP = _dataset_help()
 
 
 def _config(profile: str, config_file: Optional[Path], dataset: Optional[str], sets: List[str],
@@ -44,32 +49,28 @@ def _config(profile: str, config_file: Optional[Path], dataset: Optional[str], s
     try:
         return load_config(profile, file_data, overrides)
     except ConfigError as err:
-        typer.secho(f"config error: {err}", fg="red", err=True)
-        raise typer.Exit(2)
+        _fail(f"config error: {err}", 2)
+
+
+def _fail(message: str, code: int):
+    typer.secho(message, fg="red", err=True)
+    raise typer.Exit(code)
 
 
 def _home(home: Optional[Path]) -> None:
     if home:
-        home.mkdir(parents=True, exist_ok=True)
-        os.environ["GENREC_HOME"] = str(home.resolve())
+        from jobs.lake.settings import use_home
+
+        use_home(home)
 
 
 def _check_dataset(cfg) -> None:
-    ds = cfg.data.dataset
-    if ds.startswith("landed:"):
-        folder = Path(ds[len("landed:"):]).expanduser()
-        for name in ("events", "items"):
-            if not (folder / name).is_dir():
-                typer.secho(f"dataset error: {folder / name} not found (expected `genrec generate` output)",
-                            fg="red", err=True)
-                raise typer.Exit(2)
-    if ds.startswith("p5:"):
-        folder = Path(ds[3:]).expanduser()
-        for name in ("sequential_data.txt", "items.jsonl"):
-            if not (folder / name).is_file():
-                typer.secho(f"dataset error: {folder / name} not found (expected the P5 layout)", fg="red",
-                            err=True)
-                raise typer.Exit(2)
+    from jobs.sources.datasets import DatasetError, check
+
+    try:
+        check(cfg.data.dataset, cfg.data.source)
+    except DatasetError as err:
+        _fail(str(err), 2)
 
 
 @app.command()
@@ -82,15 +83,14 @@ def run(dataset: Optional[str] = typer.Option(None, "--dataset", help=DATASET_HE
         embedder: Optional[str] = typer.Option(None, "--embedder", help=EMBEDDER_HELP),
         collisions: Optional[str] = typer.Option(None, "--collisions", help=COLLISIONS_HELP),
         home: Optional[Path] = typer.Option(None, help=HOME_HELP)):
-    """Run the whole pipeline: ingest, sequences, embed, tokenize, gate, publish, train (+ evaluate).
+    """Run the pipeline's stages in order: ingest, sequences, embed, tokenize, gate, publish, train (+ evaluate).
 
     --tokenizer, --embedder and --collisions pick the algorithms (stored in MLflow and sid_map_versions).
 
     Reruns are idempotent: the same input leaves every table's rows and every item's SID unchanged.
     """
-    from jobs import pipeline, summary
-    from jobs.gate import GateFailed
-    from jobs.tokenize import UnplacedItems
+    from jobs.cli import summary
+    from jobs.stages import pipeline
 
     _home(home)
     choices = tuple(f"{key}={value}" for key, value in (("tokenize.quantizer", tokenizer),
@@ -101,39 +101,42 @@ def run(dataset: Optional[str] = typer.Option(None, "--dataset", help=DATASET_HE
     chosen = tuple(s.strip() for s in stages.split(",")) if stages else pipeline.STAGES
     unknown = [s for s in chosen if s not in pipeline.STAGES]
     if unknown:
-        typer.secho(f"unknown stage(s) {unknown}; stages are {', '.join(pipeline.STAGES)}", fg="red", err=True)
-        raise typer.Exit(2)
+        _fail(f"unknown stage(s) {unknown}; stages are {', '.join(pipeline.STAGES)}", 2)
     ctx = pipeline.make_context(cfg)
-    try:
-        pipeline.run(ctx, chosen, echo=lambda m: typer.secho(m, fg="cyan"))
-    except (GateFailed, UnplacedItems) as err:
-        typer.secho(str(err), fg="red", err=True)
-        raise typer.Exit(3)
+    _run_stages(ctx, chosen)
     summary.render(ctx)
 
 
+def _run_stages(ctx, stages) -> None:
+    """Runs the stages; a stage's expected failure (bad input, a failed check) is a red message and exit 3."""
+    from jobs.stages import pipeline
+
+    try:
+        pipeline.run(ctx, stages, echo=lambda m: typer.secho(m, fg="cyan"))
+    except pipeline.expected_failures() as err:
+        _fail(f"{type(err).__name__}: {err}", 3)
+
+
 @app.command()
-def clean(date_: Optional[str] = typer.Option(None, "--date", help=(
-              "Logical date YYYY-MM-DD: rewrite only the event_date partitions this date owns (itself and "
-              "the dates of late events that landed on it). Without it, every landed row is cleaned.")),
-          dataset: Optional[str] = typer.Option(None, "--dataset", help=DATASET_HELP),
-          profile: str = typer.Option("demo", help=PROFILE_HELP),
-          config: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP, exists=True),
-          set_: List[str] = typer.Option([], "--set", help=SET_HELP),
-          sequences: bool = typer.Option(True, help="Also rebuild user_sequences (k-core and splits)."),
-          home: Optional[Path] = typer.Option(None, help=HOME_HELP)):
-    """Land and clean the interaction log: quarantine bad rows with a reason, remove duplicates, bots and
-    near-duplicates, write interactions_clean and the exact ingest_audit, then run the checkpoint.
+def ingest(date_: Optional[str] = typer.Option(None, "--date", help=(
+               "Logical date YYYY-MM-DD: rewrite only the event_date partitions this date owns (itself and "
+               "the dates of late events that landed on it). Without it, every landed row is cleaned.")),
+           dataset: Optional[str] = typer.Option(None, "--dataset", help=DATASET_HELP),
+           profile: str = typer.Option("demo", help=PROFILE_HELP),
+           config: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP, exists=True),
+           set_: List[str] = typer.Option([], "--set", help=SET_HELP),
+           sequences: bool = typer.Option(True, help="Also run the sequences stage (k-core and splits)."),
+           home: Optional[Path] = typer.Option(None, help=HOME_HELP)):
+    """The ingest stage alone: land the dataset, quarantine bad rows with a reason, remove duplicates,
+    bots and near-duplicates, write interactions_clean and the exact ingest_audit, then run the
+    checkpoint (and, unless --no-sequences, the sequences stage).
 
     A rerun for the same --date converges to the same table; the run fails (exit 3) without writing its
     audit if the accounting does not balance or the great-expectations checkpoint fails.
     """
     from datetime import date as _date
 
-    from jobs import pipeline
-    from jobs.accounting import AccountingError
-    from jobs.ingest import CheckpointFailed
-    from jobs.kcore import KCoreNotConverged
+    from jobs.stages import pipeline
 
     _home(home)
     cfg = _config(profile, config, dataset, set_)
@@ -143,14 +146,9 @@ def clean(date_: Optional[str] = typer.Option(None, "--date", help=(
         try:
             ctx.partition_date = _date.fromisoformat(date_)
         except ValueError:
-            typer.secho(f"--date must be YYYY-MM-DD, got {date_!r}", fg="red", err=True)
-            raise typer.Exit(2)
+            _fail(f"--date must be YYYY-MM-DD, got {date_!r}", 2)
     stages = ("ingest", "sequences") if sequences else ("ingest",)
-    try:
-        pipeline.run(ctx, stages, echo=lambda m: typer.secho(m, fg="cyan"))
-    except (AccountingError, CheckpointFailed, KCoreNotConverged) as err:
-        typer.secho(str(err), fg="red", err=True)
-        raise typer.Exit(3)
+    _run_stages(ctx, stages)
     for stage in stages:
         for row in ctx.results[stage].get("audit", []):
             typer.echo(f"{row['stage']:>9} {row['source']:<6} in {row['input_rows']:>12,} = out {row['output_rows']:>12,}"
@@ -165,8 +163,8 @@ def sql(query: str = typer.Argument(..., help="Spark SQL, e.g. \"SELECT * FROM g
         home: Optional[Path] = typer.Option(None, help=HOME_HELP)):
     """Run Spark SQL against the persistent genrec catalogue (Delta time travel works:
     SELECT * FROM genrec.item_sid VERSION AS OF 0)."""
-    from jobs.settings import load_settings
-    from jobs.spark import get_spark
+    from jobs.lake.settings import load_settings
+    from jobs.lake.spark_session import get_spark
 
     if output not in ("table", "csv"):
         typer.secho("--output must be 'table' or 'csv'", fg="red", err=True)
@@ -220,14 +218,13 @@ def report(map_version: Optional[str] = typer.Option(
     from rich.console import Console
     from rich.markdown import Markdown
 
-    from jobs import pipeline
-    from jobs import report as report_job
+    from jobs.stages import map_report, pipeline
 
     _home(home)
     ctx = pipeline.make_context(_config("demo", None, None, []))
     try:
-        result = report_job.main(ctx, map_version=map_version, out_dir=out)
-    except report_job.NoPublishedMap as err:
+        result = map_report.main(ctx, map_version=map_version, out_dir=out)
+    except map_report.NoPublishedMap as err:
         typer.secho(str(err), fg="red", err=True)
         raise typer.Exit(2)
     Console(width=120).print(Markdown(result["markdown"]))
@@ -279,9 +276,9 @@ def generate_cmd(out: Path = typer.Option(..., "--out", help=(
     import time
 
     from genrec_core.data.synthetic import resize
-    from jobs.generate import generate
-    from jobs.settings import load_settings
-    from jobs.spark import get_spark
+    from jobs.lake.settings import load_settings
+    from jobs.lake.spark_session import get_spark
+    from jobs.sources.generator import generate
 
     _home(home)
     cfg = _config(profile, config, None, set_)

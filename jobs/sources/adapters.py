@@ -28,10 +28,11 @@ reason code. What the adapters themselves decide:
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Iterable, Mapping, Optional, Sequence, Union
+from typing import Optional, Union
 
 from schemas import tables as S
 from schemas.spark import conform
@@ -53,6 +54,7 @@ ITEM_LAYOUTS = {
     "amazon_meta": "Amazon metadata JSON lines: asin, title, brand, categories, price, description",
     "p5_items": "P5 items.jsonl: item_id, title | pseudo_title | name, brand, categories",
     "movielens_movies": "MovieLens movies.dat: MovieID::Title (Year)::Genre|Genre",
+    "movielens_100k_items": "MovieLens 100k u.item, '|'-separated: id|title|release|video release|url|19 genre flags",
     "recbole_items": "RecBole atomic .item, tab-separated, typed header",
     "taobao": "Taobao UserBehavior CSV: one row per item with its category id",
     "parquet": "generic parquet with a column mapping",
@@ -60,6 +62,7 @@ ITEM_LAYOUTS = {
     "csv": "generic CSV with a header and a column mapping",
 }
 LAYOUTS = {"events": EVENT_LAYOUTS, "items": ITEM_LAYOUTS}
+GENERIC_LAYOUTS = ("parquet", "jsonl", "csv")  # read through a column mapping from the config
 
 TAOBAO_BEHAVIOURS = {"pv": "view", "cart": "cart", "fav": "fav", "buy": "buy"}
 P5_EPOCH = "2000-01-01 00:00:00"  # the k-th item of a P5 user gets P5_EPOCH + k seconds (genrec_core.data.p5)
@@ -103,7 +106,7 @@ def read_events(spark, layout: str, path: PathLike, ingest_date: str, mapping: O
     _check_date(ingest_date)
     _check_layout(layout, EVENT_LAYOUTS, "event")
     paths = _paths(path)
-    if layout in ("parquet", "jsonl", "csv"):
+    if layout in GENERIC_LAYOUTS:
         fields = _check_mapping(mapping, constants, EVENT_FIELDS, _REQUIRED_EVENT_FIELDS)
         df = _generic(spark, layout, paths, fields, sep)
     else:
@@ -117,7 +120,7 @@ def read_items(spark, layout: str, path: PathLike, mapping: Optional[Mapping[str
     """A lazy DataFrame with exactly RAW_ITEMS' columns (all strings) read from `path`."""
     _check_layout(layout, ITEM_LAYOUTS, "item")
     paths = _paths(path)
-    if layout in ("parquet", "jsonl", "csv"):
+    if layout in GENERIC_LAYOUTS:
         fields = _check_mapping(mapping, constants, ITEM_FIELDS, ("item_id",))
         df = _generic(spark, layout, paths, fields, sep)
     else:
@@ -424,6 +427,25 @@ def _movielens_movies(spark, paths):
     return df  # genres stay as MovieLens writes them: "Animation|Children's|Comedy"
 
 
+# The 19 genre flags of MovieLens 100k's u.item, in file order (its u.genre).
+ML100K_GENRES = ("unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
+                 "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller",
+                 "War", "Western")
+
+
+def _movielens_100k_items(spark, paths):
+    """Genres from the flags, joined with '|' as movies.dat writes them; release date and URL go to
+    attributes. (GroupLens ships u.item in Latin-1: its accented titles decode to U+FFFD here.)"""
+    from pyspark.sql import functions as F
+
+    flags = tuple(f"g{i}" for i in range(len(ML100K_GENRES)))
+    df = _split_line(_read_lines(spark, paths), ("item_id", "title", "release", "video", "url", *flags), "|")
+    genres = F.concat_ws("|", *[F.when(F.col(f) == "1", F.lit(g)) for f, g in zip(flags, ML100K_GENRES)])
+    attrs = F.to_json(F.struct(F.col("release").alias("release_date"), F.col("url").alias("imdb_url")))
+    return df.select("item_id", "title", F.nullif(genres, F.lit("")).alias("categories"),
+                     F.when(F.col("malformed").isNull(), attrs).alias("attributes"), "malformed", _FILE)
+
+
 def _recbole_items(spark, paths):
     from pyspark.sql import functions as F
 
@@ -458,6 +480,7 @@ _ITEM_READERS = {
     "amazon_meta": _json_items("asin", ("title",)),
     "p5_items": _json_items("item_id", ("title", "pseudo_title", "name")),
     "movielens_movies": _movielens_movies,
+    "movielens_100k_items": _movielens_100k_items,
     "recbole_items": _recbole_items,
     "taobao": _taobao_items,
 }
@@ -492,10 +515,9 @@ def _generic(spark, layout: str, paths: list[str], fields: dict, sep: str):
 def _parquet(spark, paths: list[str], wanted: list[str]):
     """Parquet with every file's schema merged; a mapped column found in no file is drift. (A
     column missing from only some files reads as null there and is quarantined downstream.)"""
+    from py4j.protocol import Py4JJavaError
     from pyspark.errors import AnalysisException
     from pyspark.sql import functions as F
-
-    from py4j.protocol import Py4JJavaError
 
     try:
         df = spark.read.option("mergeSchema", "true").parquet(*paths)

@@ -67,7 +67,8 @@ def content_hash_expr():
 
 def clean_items(raw, cfg):
     """-> (items, quarantine). The first row per item_id by raw content wins; repeats are quarantined."""
-    from pyspark.sql import Window, functions as F
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
 
     df = raw.withColumn("raw", raw_json(raw, raw.columns))
     null_key = F.col("item_id").isNull() | (F.trim("item_id") == "")

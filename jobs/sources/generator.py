@@ -36,18 +36,17 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
-import threading
-import time
-import uuid
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 from genrec_core.config import SyntheticConfig, to_dict
 from genrec_core.data import synthetic as syn
+from jobs.lake import files
+from jobs.lake.clock import StepTimer
 from schemas import tables as S
 
 GENERATOR = "genrec-synthetic/2"
@@ -78,28 +77,27 @@ def generate(spark, cfg: SyntheticConfig, seed: int, out: Path,
         f"{plan.n_events:,} clean events over {cfg.days} days from {cfg.start_date}, "
         f"{plan.partitions} tasks")
     out.parent.mkdir(parents=True, exist_ok=True)
-    for pattern in (f".{out.name}.tmp-*", f".{out.name}.old-*"):  # left by a killed run
-        for stale in out.parent.glob(pattern):
-            shutil.rmtree(stale, ignore_errors=True)
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    files.clear_leftovers(out)  # of a killed run
+    tmp = files.temp_beside(out)
     try:
         with _sql_conf(spark, {WHOLE_STAGE: "false"}):
             counts = _write(spark, plan, tmp, log)
         manifest = _manifest(plan, counts)
         (tmp / "_manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
-        _replace(tmp, out)
+        files.replace_folder(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return GenerateResult(events=out / "events", items=out / "items", manifest=manifest)
 
 
 def _write(spark, plan: syn.Plan, tmp: Path, log) -> dict[str, int]:
-    with _stage(spark, "count rows by kind", log):
+    step = StepTimer("generate", log, spark)
+    with step("count rows by kind"):
         counts = count_rows(spark, plan)
-    with _stage(spark, f"write {counts['raw_rows']:,} events", log):
+    with step(f"write {counts['raw_rows']:,} events"):
         events = events_frame(spark, plan)
         events.write.mode("overwrite").partitionBy("ingest_date").parquet(str(tmp / "events"))
-    with _stage(spark, f"write {plan.cfg.n_items:,} items", log):
+    with step(f"write {plan.cfg.n_items:,} items"):
         items_frame(spark, plan).write.mode("overwrite").parquet(str(tmp / "items"))
     return counts
 
@@ -122,15 +120,6 @@ def _sql_conf(spark, settings: dict[str, str]):
 
 def read_manifest(out: Path) -> dict:
     return json.loads((Path(out) / "_manifest.json").read_text())
-
-
-def _replace(tmp: Path, out: Path) -> None:
-    """Swaps tmp in for out with two renames; a crash between them leaves out missing, never mixed."""
-    old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-    if out.exists():
-        os.replace(out, old)
-    os.replace(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _manifest(plan: syn.Plan, counts: dict[str, int]) -> dict:
@@ -615,30 +604,3 @@ def _attributes(g: _Gen, x, c):
 
 # ---------------------------------------------------------------- progress
 
-
-@contextmanager
-def _stage(spark, label: str, log: Callable[[str], None], every: float = 5.0):
-    """Logs the stage, its task progress every `every` seconds while it runs, and its wall time."""
-    tracker = spark.sparkContext.statusTracker()
-    done = threading.Event()
-    t0 = time.perf_counter()
-
-    def watch():
-        last = None
-        while not done.wait(every):
-            infos = [tracker.getStageInfo(s) for s in tracker.getActiveStageIds()]
-            total = sum(i.numTasks for i in infos if i)
-            finished = sum(i.numCompletedTasks for i in infos if i)
-            if total and (finished, total) != last:
-                last = (finished, total)
-                log(f"  {label}: {finished}/{total} tasks, {time.perf_counter() - t0:.0f} s")
-
-    log(f"{label} ...")
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        done.set()
-        thread.join()
-    log(f"{label}: done in {time.perf_counter() - t0:.1f} s")

@@ -11,7 +11,7 @@ import re
 import sys
 from pathlib import Path
 
-from jobs.settings import REPO_ROOT, Settings, quiet_environment
+from jobs.lake.settings import REPO_ROOT, Settings, quiet_environment
 
 
 def delta_jar_paths(jars_dir: Path) -> list[Path]:
@@ -58,14 +58,14 @@ def get_spark(settings: Settings, app_name: str = "genrec"):
         # The cleaning rules run over Arrow batches (mapInArrow); at the default 10,000 rows per batch
         # the per-batch cost of the Python side added 7 s to the stage at 10^7 rows.
         .config("spark.sql.execution.arrow.maxRecordsPerBatch", "100000")
-        .config("spark.sql.shuffle.partitions", os.environ.get("GENREC_SHUFFLE_PARTITIONS", "8"))
+        .config("spark.sql.shuffle.partitions", str(settings.shuffle_partitions))
         .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.ui.enabled", os.environ.get("GENREC_SPARK_UI", "false"))
+        .config("spark.ui.enabled", str(settings.spark_ui).lower())
         .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.driver.memory", os.environ.get("GENREC_DRIVER_MEMORY", "4g"))
+        .config("spark.driver.memory", settings.driver_memory)
         .config("spark.databricks.delta.schema.autoMerge.enabled", "false")
         # Delta replays its log with this many tasks; the default (50) dominates small local jobs.
-        .config("spark.databricks.delta.snapshotPartitions", os.environ.get("GENREC_DELTA_SNAPSHOT_PARTITIONS", "2"))
+        .config("spark.databricks.delta.snapshotPartitions", str(settings.delta_snapshot_partitions))
         .enableHiveSupport()
     )
     spark = builder.getOrCreate()

@@ -19,8 +19,10 @@ def _tokenizer(bc):
     """One tokenizer per executor process and broadcast, not one per batch. Keyed by a digest shipped
     inside the broadcast: worker-side Broadcast objects have no id, and id() of one is reused."""
     from genrec_core.quantize import base
+    from genrec_core.quantize.rq_kmeans import allow_faiss_gpu
 
-    arrays, header, digest = bc.value
+    arrays, header, digest, faiss_gpu = bc.value
+    allow_faiss_gpu(faiss_gpu)
     if digest not in _CACHE:
         _CACHE.clear()
         _CACHE[digest] = base.from_state(arrays, header)
@@ -33,7 +35,7 @@ def _matrix(vectors, dim: int) -> np.ndarray:
     return np.stack(vectors.to_numpy()).astype(np.float32)
 
 
-def broadcast_tokenizer(spark, tok):
+def broadcast_tokenizer(spark, tok, faiss_gpu: bool = True):
     import hashlib
     import json
 
@@ -42,7 +44,7 @@ def broadcast_tokenizer(spark, tok):
     for name in sorted(arrays):
         h.update(name.encode())
         h.update(np.ascontiguousarray(arrays[name]).tobytes())
-    return spark.sparkContext.broadcast((arrays, header, h.hexdigest()))
+    return spark.sparkContext.broadcast((arrays, header, h.hexdigest(), faiss_gpu))
 
 
 def greedy_codes(vectors_df, bc, dim: int):
@@ -123,9 +125,9 @@ def resolve_overflow(spark, grouped_df, coded_df, tok, strategy: str, cfg, dim: 
     return placed.unionByName(moved), unplaced
 
 
-def assign(spark, vectors_df, tok, strategy: str, cfg):
+def assign(spark, vectors_df, tok, strategy: str, cfg, faiss_gpu: bool = True):
     """All items -> (DataFrame(item_id, semantic, codes), unplaced item ids)."""
-    bc = broadcast_tokenizer(spark, tok)
+    bc = broadcast_tokenizer(spark, tok, faiss_gpu)
     coded = greedy_codes(vectors_df, bc, tok.dim).cache()
     if strategy == "dedup_digit":
         final, unplaced = dedup_digit(coded), []

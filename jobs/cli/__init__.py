@@ -1,0 +1,1 @@
+"""The `genrec` command line: typer commands, and the end-of-run summary."""

@@ -1,0 +1,1 @@
+"""The only code that touches Delta, MLflow, files, clocks and the environment."""
