@@ -191,6 +191,25 @@ def test_real_movielens_100k_recbole_files(spark, monkeypatch, tmp_path):
 
 
 @pytest.mark.realdata
+def test_movielens_1m_slice_as_the_readme_runs_it(spark, monkeypatch, tmp_path):
+    """The README's MovieLens command on the first 20,000 ratings of ml-1m (whole users: the file is
+    sorted by user) and the full movies.dat."""
+    source = SHARED_DATA / "ml-1m"
+    if not (source / "ratings.dat").is_file():
+        pytest.skip(f"real dataset not present at {source} (research data lives in ../shared/data)")
+    data = tmp_path / "ml-1m"
+    data.mkdir()
+    with (source / "ratings.dat").open("rb") as src:
+        (data / "ratings.dat").write_bytes(b"".join(next(src) for _ in range(20_000)))
+    (data / "movies.dat").write_bytes((source / "movies.dat").read_bytes())
+    run_cli(spark, monkeypatch, tmp_path / "home", "run", "--dataset", f"movielens:{data}",
+            "--stages", "ingest,sequences")
+    audit = events_audit(spark, tmp_path / "home")
+    assert audit["input_rows"] == 20_000 and audit["quarantined_rows"] == 0
+    assert audit["output_rows"] + audit["removed_rows"] == 20_000
+
+
+@pytest.mark.realdata
 def test_p5_beauty_slice_through_publish(spark, monkeypatch, tmp_path, beauty_dir):
     """The README's real-data command on the first 500 users of Amazon Beauty: every stage up to
     publish, with k-core off (a slice of a 5-core set is not 5-core)."""
