@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import time
 from pathlib import Path
 
@@ -36,7 +35,9 @@ PEERS = ("rqvae_native", "rkmeans_native", "letter_native")
 
 
 def cache_dir() -> Path:
-    folder = Path(os.environ.get("GENREC_CACHE", REPO / ".cache")) / "bench"
+    from jobs.lake.settings import load_settings
+
+    folder = load_settings().cache / "bench"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 

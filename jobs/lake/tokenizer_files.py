@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from genrec_core.quantize import base
 from jobs.lake import files
 
 METRICS_FILE = "metrics.json"
@@ -11,28 +12,20 @@ METRICS_FILE = "metrics.json"
 
 def write_tokenizer(folder: Path, tokenizer, meta: dict, metrics: dict) -> None:
     """Atomic: the folder appears whole or not at all."""
-    from genrec_core.quantize import base
-
     content = dict(base.to_files(tokenizer, meta))
     content[METRICS_FILE] = json.dumps(metrics, indent=2, sort_keys=True).encode("utf-8")
     files.write_folder(folder, content)
 
 
 def has_tokenizer(folder: Path) -> bool:
-    from genrec_core.quantize import base
-
     return (Path(folder) / base.ARRAYS_FILE).is_file() and (Path(folder) / base.HEADER_FILE).is_file()
 
 
 def read_tokenizer(folder: Path):
-    from genrec_core.quantize import base
-
     return base.from_files(files.read_folder(folder, (base.ARRAYS_FILE, base.HEADER_FILE)))
 
 
 def read_header(folder: Path) -> dict:
-    from genrec_core.quantize import base
-
     return json.loads((Path(folder) / base.HEADER_FILE).read_text())
 
 
