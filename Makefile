@@ -23,7 +23,7 @@ export SPARK_LOCAL_IP := 127.0.0.1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONDONTWRITEBYTECODE :=
 
-.PHONY: install demo test test-fast bench bench-tokenize bench-clean jars clean-outputs help
+.PHONY: install demo test test-fast bench bench-tokenize bench-clean bench-churn jars clean-outputs help
 
 help:
 	@echo "make demo   install everything, then run the pipeline on the built-in synthetic data"
@@ -31,6 +31,7 @@ help:
 	@echo "make bench  run the benchmarks"
 	@echo "make bench-tokenize  tokenizer zoo: SID quality on real catalogues, speed against raw FAISS"
 	@echo "make bench-clean  cleaning throughput vs a plain parquet copy at 1e6, 1e7, 1e8 events"
+	@echo "make bench-churn  two Beauty nights: SID churn and quality of assign, aligned and plain refits"
 
 install: $(STAMP) $(JARS_STAMP)
 
@@ -73,6 +74,12 @@ bench-clean: install
 # against raw FAISS; writes benchmarks/results/tokenize.json (about 45 min on 2 cores).
 bench-tokenize: install
 	$(VENV)/bin/python benchmarks/tokenizer_zoo.py
+
+# Two nights of Amazon Beauty (needs ../shared/data): churn of the old items' SIDs and map quality for
+# assign, aligned refit and unaligned refit against a cold fit; writes benchmarks/results/churn.json
+# (about 15 min on 2 cores).
+bench-churn: install
+	$(VENV)/bin/python benchmarks/sid_churn.py
 
 clean-outputs:
 	rm -rf lakehouse mlruns airflow_home spark-warehouse metastore_db derby.log

@@ -201,12 +201,43 @@ class TokenizeConfig:
     candidates_per_level: int = 8
     # Fit on at most this many items (0 = all); every item is then assigned with the fitted codebooks.
     fit_sample: int = 0
+    # The map's life across runs (see docs/sid_lifecycle.md). auto: assign under the published
+    # tokenizer unless there is none, its settings changed, or a drift trigger fires; then refit.
+    mode: str = "auto"
+    # An active item whose content_hash changed: keep its SID, or reassign it like a new item.
+    on_content_change: str = "keep"
+    # refit: relabel the new codebooks so that codes keep their meaning (Hungarian on item overlap),
+    # after a k-means warm start from the published codebooks. False gives the plain refit.
+    align: bool = True
+    warm_start: bool = True
+    # auto refits when the active items placed by `assign` since the last fit exceed this share...
+    refit_new_share: float = 0.2
+    # ...or when the new items' collision rate or reconstruction error exceeds the fit's by this factor.
+    drift_factor: float = 1.5
+    # A retired item's SID is not given to another item for this many days; back within it, the
+    # item gets its SID again.
+    sid_reserve_days: int = 30
+    # dedup_digit: the dedup codebook holds this share more digits than the fit's largest bucket, so
+    # items assigned later fit without a refit.
+    dedup_headroom: float = 0.25
+
+
+# Keys that steer how a map evolves, not what a fitted tokenizer is; they stay out of its fingerprint.
+LIFECYCLE_KEYS = ("mode", "on_content_change", "align", "warm_start", "refit_new_share", "drift_factor",
+                  "sid_reserve_days")
+TOKENIZE_MODES = ("auto", "assign", "refit")
+CONTENT_CHANGE_POLICIES = ("keep", "reassign")
 
 
 @dataclass(frozen=True)
 class GateConfig:
     # SID-quality threshold checked next to the great-expectations suite.
     max_collision_rate: float = 0.5
+    # Largest share of unchanged old items whose full SID may change in one publish (a refit);
+    # under assign any churn fails. accept_churn (genrec run --accept-churn) lets a deliberate
+    # refit through, and the manifest records it.
+    max_churn: float = 0.3
+    accept_churn: bool = False
 
 
 @dataclass(frozen=True)
@@ -397,6 +428,20 @@ def _validate_sequences(cfg: PipelineConfig) -> None:
                               f"timestamp (UTC)") from exc
 
 
+def _validate_lifecycle(cfg: PipelineConfig) -> None:
+    t, g = cfg.tokenize, cfg.gate
+    for key, value, known in (("tokenize.mode", t.mode, TOKENIZE_MODES),
+                              ("tokenize.on_content_change", t.on_content_change, CONTENT_CHANGE_POLICIES)):
+        if value not in known:
+            raise ConfigError(f"{key} {value!r}: choose one of {', '.join(known)}")
+    if not 0 < t.refit_new_share <= 1:
+        raise ConfigError(f"tokenize.refit_new_share ({t.refit_new_share}) must be in (0, 1]")
+    if t.drift_factor < 1 or t.sid_reserve_days < 0 or t.dedup_headroom < 0:
+        raise ConfigError("tokenize.drift_factor must be >= 1, sid_reserve_days and dedup_headroom >= 0")
+    if not 0 <= g.max_churn <= 1:
+        raise ConfigError(f"gate.max_churn ({g.max_churn}) must be a share in [0, 1]")
+
+
 def validate(cfg: PipelineConfig) -> None:
     _validate_sequences(cfg)
     c = cfg.clean
@@ -412,6 +457,7 @@ def validate(cfg: PipelineConfig) -> None:
             raise ConfigError(f"{key} {value!r}: choose one of {', '.join(known)}")
     if t.cap < 1 or t.candidates_per_level < 1 or t.beam_size < 1 or t.fit_sample < 0:
         raise ConfigError("tokenize.cap, candidates_per_level and beam_size must be >= 1; fit_sample >= 0")
+    _validate_lifecycle(cfg)
     em = cfg.embed
     if min(em.shard_size, em.batch_size, em.als.rank, em.als.max_iter, em.famae.d_model, em.famae.num_layers,
            em.famae.num_heads, em.famae.steps, em.famae.batch_size, em.famae.max_history) < 1:

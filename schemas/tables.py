@@ -25,6 +25,8 @@ class TableSpec:
     partition_by: tuple[str, ...] = ()
     unique: tuple[tuple[str, ...], ...] = ()
     allowed_values: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # Delta table properties set when the table is created, e.g. Change Data Feed.
+    properties: dict[str, str] = field(default_factory=dict)
 
     @property
     def column_names(self) -> list[str]:
@@ -209,41 +211,70 @@ ITEM_EMBEDDINGS = TableSpec(
     unique=(("item_id", "encoder"),),
 )
 
+SID_STATUSES = ("active", "retired")
+# How an item got its SID: a fit assigned the whole map, or `assign` placed it under a published tokenizer.
+SID_ORIGINS = ("fit", "assign")
+# Why the tokenize stage took its mode; the decision is printed and recorded in sid_map_versions.
+MAP_MODES = ("assign", "refit")
+
 SID_COLUMNS = (
     Column("item_id", "string", False),
     Column("sid", "string", False, "Codes joined by '-', e.g. '17-203-5-0'."),
     Column("codes", "array<int>", False, "Semantic codes per level, then the dedup code."),
-    Column("map_version", "string", False, "Content fingerprint of the whole map."),
+    Column("map_version", "string", False, "Content fingerprint of the whole map; every row carries the current one."),
+    Column("content_hash", "string", False, "items.content_hash the SID was given for."),
+    Column("status", "string", False, "'active' (in the catalogue) or 'retired' (left it; the row and SID are kept)."),
+    Column("retired_at", "timestamp", True, "Logical time of the run that found the item gone; null while active."),
+    Column("origin", "string", False, "'fit' (assigned by a fit of the whole map) or 'assign' (placed later under the published tokenizer)."),
 )
 
+# A retired item's SID stays reserved for tokenize.sid_reserve_days; only active and reserved SIDs
+# must be unique, so a SID may appear again once its old holder's reservation has lapsed.
 ITEM_SID_STAGED = TableSpec(
     name="item_sid_staged",
-    doc="The SID map produced by the last tokenize run, waiting for the gate.",
+    doc="The next SID map produced by the last tokenize run (active and retired rows), waiting for the gate.",
     columns=SID_COLUMNS,
-    unique=(("item_id",), ("sid",)),
+    unique=(("item_id",),),
+    allowed_values={"status": SID_STATUSES, "origin": SID_ORIGINS},
 )
 
 ITEM_SID = TableSpec(
     name="item_sid",
-    doc="The published item -> Semantic ID map; each publish is a Delta version.",
+    doc=("The published item -> Semantic ID map, active and retired items; each publish is a Delta "
+         "version, and the Change Data Feed records every SID and status change."),
     columns=SID_COLUMNS + (Column("tokenizer_version", "string", False, "MLflow version of genrec-tokenizer."),),
-    unique=(("item_id",), ("sid",)),
+    unique=(("item_id",),),
+    allowed_values={"status": SID_STATUSES, "origin": SID_ORIGINS},
+    properties={"delta.enableChangeDataFeed": "true"},
 )
 
 SID_MAP_VERSIONS = TableSpec(
     name="sid_map_versions",
-    doc="Manifest of every published SID map: tokenizer, metrics and the input table versions.",
+    doc="Manifest of every published SID map: how it was made, what changed, tokenizer, metrics and input versions.",
     columns=(
         Column("map_version", "string", False),
         Column("tokenizer_version", "string", False),
-        Column("item_sid_version", "bigint", False, "Delta version of item_sid after the publish."),
-        Column("n_items", "bigint", False),
+        Column("item_sid_version", "bigint", False, "Delta version of item_sid after the publish; read the map with VERSION AS OF it."),
+        Column("n_items", "bigint", False, "Active items."),
+        Column("mode", "string", False, "'assign' (published tokenizer, new items placed) or 'refit' (new tokenizer)."),
+        Column("reason", "string", False, "Why the tokenize stage took this mode."),
+        Column("parent_map_version", "string", True, "The map published before this one; null for the first."),
+        Column("n_new", "bigint", False, "Items that got a SID for the first time."),
+        Column("n_reassigned", "bigint", False, "Items given a new SID because their content changed (tokenize.on_content_change = reassign)."),
+        Column("n_retired", "bigint", False, "Items that left the catalogue in this publish."),
+        Column("n_returned", "bigint", False, "Retired items back in the catalogue."),
+        Column("n_moved", "bigint", False, "Items of the parent map, unchanged in content, whose SID changed (a refit)."),
+        Column("churn_full", "double", False, "Share of unchanged old items whose full SID changed."),
+        Column("churn_prefix", "double", False, "Share of unchanged old items whose semantic codes changed."),
+        Column("churn_first", "double", False, "Share of unchanged old items whose first code changed."),
+        Column("churn_accepted", "boolean", False, "True when --accept-churn let a churn above gate.max_churn through."),
         Column("metrics", "string", False, "JSON: SID quality metrics."),
         Column("input_versions", "string", False, "JSON: Delta versions of the tables the map was built from."),
         Column("config", "string", False, "JSON: the resolved tokenizer config."),
         Column("published_at", "timestamp", False),
     ),
     unique=(("map_version",),),
+    allowed_values={"mode": MAP_MODES},
 )
 
 # Contracts of landed files (not Delta tables); the adapters and the generator write them.

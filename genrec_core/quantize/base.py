@@ -121,8 +121,10 @@ def quantizer_names() -> tuple[str, ...]:
 Progress = Callable[[int, int, dict], None]
 
 
-def fit(name: str, x: np.ndarray, cfg, seed: int, progress: Progress | None = None) -> Tokenizer:
-    """Fits quantizer `name` on x float32 [n, dim] with a TokenizeConfig."""
+def fit(name: str, x: np.ndarray, cfg, seed: int, progress: Progress | None = None,
+        warm_start: Tokenizer | None = None) -> Tokenizer:
+    """Fits quantizer `name` on x float32 [n, dim] with a TokenizeConfig. warm_start: a tokenizer of
+    the same kind to start from, used by quantizers that support it (registry) and ignored otherwise."""
     _ensure_registered()
     if name not in _FITTERS:
         raise ValueError(f"unknown quantizer {name!r}; choose one of {sorted(_FITTERS)}")
@@ -131,6 +133,8 @@ def fit(name: str, x: np.ndarray, cfg, seed: int, progress: Progress | None = No
         raise ValueError(f"need a non-empty [n, dim] matrix to fit {name!r}, got shape {x.shape}")
     if not np.isfinite(x).all():
         raise ValueError(f"{int((~np.isfinite(x)).any(1).sum())} input vectors have NaN or inf values")
+    if warm_start is not None and registry.QUANTIZERS[name].warm_start and warm_start.kind == name:
+        return _FITTERS[name](x, cfg, seed, progress=progress, warm_start=warm_start)
     return _FITTERS[name](x, cfg, seed, progress=progress)
 
 
@@ -140,6 +144,18 @@ def from_state(arrays: dict[str, np.ndarray], header: dict[str, Any]) -> Tokeniz
     if kind not in _CLASSES:
         raise ValueError(f"unknown tokenizer kind {kind!r}; known kinds are {sorted(_CLASSES)}")
     return _CLASSES[kind].from_state(arrays, header)
+
+
+def digest(tok: Tokenizer) -> str:
+    """sha256 over the tokenizer's header and arrays: equal digests, equal tokenizers."""
+    import hashlib
+
+    arrays, header = tok.state()
+    h = hashlib.sha256(json.dumps(header, sort_keys=True).encode())
+    for name in sorted(arrays):
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(arrays[name]).tobytes())
+    return h.hexdigest()
 
 
 # A fixed member date: zipfile stamps the wall clock otherwise, and two identical fits would differ.

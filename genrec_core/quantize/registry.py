@@ -11,10 +11,12 @@ from typing import NamedTuple
 class Quantizer(NamedTuple):
     module: str  # genrec_core.quantize.<module> registers it
     summary: str
+    # Its fitter takes warm_start=<published tokenizer> and starts from those codebooks.
+    warm_start: bool = False
 
 
 QUANTIZERS: dict[str, Quantizer] = {
-    "rq_kmeans": Quantizer("rq_kmeans", "FAISS k-means per residual level"),
+    "rq_kmeans": Quantizer("rq_kmeans", "FAISS k-means per residual level", warm_start=True),
     "faiss_rq": Quantizer("faiss_rq", "FAISS ResidualQuantizer, beam search"),
     "rq_kmeans_balanced": Quantizer("rq_balanced", "equal-size clusters, OneRec"),
     "rqvae": Quantizer("rqvae", "TIGER's RQ-VAE in torch"),

@@ -113,8 +113,9 @@ class ResidualCodebooks(Tokenizer):
 
 
 def fit_rq_kmeans(x: np.ndarray, levels: int, codebook_size: int, niter: int, seed: int,
-                  min_points_per_code: int = 8) -> "RQKMeansTokenizer":
-    """Fits `levels` codebooks of size K (shrunk for tiny inputs) on x: float32 [n, dim]."""
+                  min_points_per_code: int = 8, init=None) -> "RQKMeansTokenizer":
+    """Fits `levels` codebooks of size K (shrunk for tiny inputs) on x: float32 [n, dim]. init:
+    codebooks to start each level's k-means from (a level of another shape starts from scratch)."""
     import faiss
 
     x = np.ascontiguousarray(x, dtype=np.float32)
@@ -124,7 +125,11 @@ def fit_rq_kmeans(x: np.ndarray, levels: int, codebook_size: int, niter: int, se
     for level in range(levels):
         km = faiss.Kmeans(x.shape[1], k, niter=niter, seed=seed + level, verbose=False,
                           max_points_per_centroid=256, min_points_per_centroid=1, gpu=faiss_gpus() > 0)
-        km.train(residual)
+        start = init[level] if init is not None and level < len(init) else None
+        if start is not None and tuple(start.shape) == (k, x.shape[1]):
+            km.train(residual, init_centroids=np.ascontiguousarray(start, dtype=np.float32))
+        else:
+            km.train(residual)
         book = np.ascontiguousarray(km.centroids, dtype=np.float32)
         _, nearest = km.index.search(residual, 1)
         residual -= book[nearest[:, 0]]
@@ -132,8 +137,9 @@ def fit_rq_kmeans(x: np.ndarray, levels: int, codebook_size: int, niter: int, se
     return RQKMeansTokenizer(tuple(books))
 
 
-def _fit_from_config(x: np.ndarray, cfg, seed: int, progress=None) -> "RQKMeansTokenizer":
-    return fit_rq_kmeans(x, cfg.levels, cfg.codebook_size, cfg.niter, seed, cfg.min_points_per_code)
+def _fit_from_config(x: np.ndarray, cfg, seed: int, progress=None, warm_start=None) -> "RQKMeansTokenizer":
+    return fit_rq_kmeans(x, cfg.levels, cfg.codebook_size, cfg.niter, seed, cfg.min_points_per_code,
+                         init=warm_start.codebooks if warm_start is not None else None)
 
 
 @register("rq_kmeans", _fit_from_config)

@@ -27,6 +27,15 @@ EMBEDDER_HELP = ("Item vectors: text (default; local HF encoder), als (Spark ALS
 COLLISIONS_HELP = ("How items sharing a SID are told apart: "
                    + registry.describe(registry.COLLISIONS, TokenizeConfig.collisions) + ".")
 
+MODE_HELP = ("How the SID map evolves: auto (default; assign, unless there is no published map, the "
+             "tokenizer settings changed, or a drift trigger fires: then refit), assign (place only new and "
+             "changed items under the published tokenizer; no existing item moves), refit (fit a new "
+             "tokenizer, aligned to the published codes unless tokenize.align=false).")
+ACCEPT_CHURN_HELP = ("Publish even if more than gate.max_churn of the unchanged old items change SID (a "
+                     "deliberate refit); recorded as churn_accepted in sid_map_versions.")
+LOGICAL_DATE_HELP = ("The night this run stands for, YYYY-MM-DD (default: now). It stamps landing, "
+                     "retirements and the publish, so a night can be rerun or simulated.")
+
 
 def _dataset_help() -> str:
     from jobs.sources.datasets import help_text
@@ -64,6 +73,18 @@ def _home(home: Optional[Path]) -> None:
         use_home(home)
 
 
+def _logical_time(text: Optional[str]):
+    """--logical-date YYYY-MM-DD as midnight UTC; None keeps the run's start time."""
+    if text is None:
+        return None
+    from datetime import date, datetime, time, timezone
+
+    try:
+        return datetime.combine(date.fromisoformat(text), time(0), tzinfo=timezone.utc)
+    except ValueError:
+        _fail(f"--logical-date must be YYYY-MM-DD, got {text!r}", 2)
+
+
 def _check_dataset(cfg) -> None:
     from jobs.sources.datasets import DatasetError, check
 
@@ -82,10 +103,15 @@ def run(dataset: Optional[str] = typer.Option(None, "--dataset", help=DATASET_HE
         tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help=TOKENIZER_HELP),
         embedder: Optional[str] = typer.Option(None, "--embedder", help=EMBEDDER_HELP),
         collisions: Optional[str] = typer.Option(None, "--collisions", help=COLLISIONS_HELP),
+        mode: Optional[str] = typer.Option(None, "--mode", help=MODE_HELP),
+        accept_churn: bool = typer.Option(False, "--accept-churn", help=ACCEPT_CHURN_HELP),
+        logical_date: Optional[str] = typer.Option(None, "--logical-date", help=LOGICAL_DATE_HELP),
         home: Optional[Path] = typer.Option(None, help=HOME_HELP)):
     """Run the pipeline's stages in order: ingest, sequences, embed, tokenize, gate, publish, train (+ evaluate).
 
     --tokenizer, --embedder and --collisions pick the algorithms (stored in MLflow and sid_map_versions).
+    --mode says how the SID map evolves from the published one (auto by default: new items are
+    placed under the published tokenizer, and no existing item moves, unless a refit is due).
 
     Reruns are idempotent: the same input leaves every table's rows and every item's SID unchanged.
     """
@@ -95,14 +121,16 @@ def run(dataset: Optional[str] = typer.Option(None, "--dataset", help=DATASET_HE
     _home(home)
     choices = tuple(f"{key}={value}" for key, value in (("tokenize.quantizer", tokenizer),
                                                          ("embed.embedder", embedder),
-                                                         ("tokenize.collisions", collisions)) if value)
+                                                         ("tokenize.collisions", collisions),
+                                                         ("tokenize.mode", mode)) if value)
+    choices += ("gate.accept_churn=true",) if accept_churn else ()
     cfg = _config(profile, config, dataset, set_, choices)
     _check_dataset(cfg)
     chosen = tuple(s.strip() for s in stages.split(",")) if stages else pipeline.STAGES
     unknown = [s for s in chosen if s not in pipeline.STAGES]
     if unknown:
         _fail(f"unknown stage(s) {unknown}; stages are {', '.join(pipeline.STAGES)}", 2)
-    ctx = pipeline.make_context(cfg)
+    ctx = pipeline.make_context(cfg, _logical_time(logical_date))
     _run_stages(ctx, chosen)
     summary.render(ctx)
 

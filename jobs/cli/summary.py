@@ -32,6 +32,15 @@ def render(ctx: RunContext) -> None:
         sid = Table(title=f"SID quality (map {results['tokenize']['map_version']})")
         sid.add_column("metric")
         sid.add_column("value", justify="right")
+        life = results["tokenize"].get("lifecycle") or {}
+        if life:
+            sid.add_row("mode (reason)", f"{life['mode']} ({life['reason']})")
+            sid.add_row("new / reassigned / retired / returned / moved",
+                        " / ".join(str(life.get(k, 0)) for k in ("n_new", "n_reassigned", "n_retired",
+                                                                 "n_returned", "n_moved")))
+            if life.get("parent_map_version"):
+                sid.add_row(f"churn vs {life['parent_map_version']}: full, prefix, first code",
+                            f"{life['churn_full']:.4f}, {life['churn_prefix']:.4f}, {life['churn_first']:.4f}")
         sid.add_row("quantizer / collisions", f"{m['quantizer']} / {m['collisions']}")
         sid.add_row("items", f"{m['n_items']:,}")
         sid.add_row("collision rate before resolution", f"{m['collision_rate']:.4f}")

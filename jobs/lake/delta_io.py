@@ -29,13 +29,37 @@ def overwrite(spark, settings, spec: TableSpec, df, replace_where: str | None = 
     elif spec.partition_by and layout == "rebalance":
         df = df.hint("rebalance", *spec.partition_by)
     writer = df.write.format("delta").mode("overwrite")
+    exists = table_exists(spark, settings, spec)
+    if not exists:
+        for key, value in spec.properties.items():
+            writer = writer.option(key, value)
     if spec.partition_by:
         writer = writer.partitionBy(*spec.partition_by)
-    if replace_where and table_exists(spark, settings, spec):
+    if replace_where and exists:
         writer = writer.option("replaceWhere", replace_where)
     writer.save(str(settings.table_path(spec.name)))
     register_table(spark, settings, spec.name)
+    if exists:
+        ensure_properties(spark, settings, spec)
     return latest_version(spark, settings, spec)
+
+
+def ensure_properties(spark, settings, spec: TableSpec) -> None:
+    """Sets the spec's table properties on a table made before they were declared (one commit, once)."""
+    if not spec.properties:
+        return
+    current = table_properties(spark, settings, spec)
+    missing = {k: v for k, v in spec.properties.items() if current.get(k) != v}
+    if missing:
+        pairs = ", ".join(f"'{k}' = '{v}'" for k, v in sorted(missing.items()))
+        spark.sql(f"ALTER TABLE delta.`{settings.table_path(spec.name)}` SET TBLPROPERTIES ({pairs})")
+
+
+def table_properties(spark, settings, spec: TableSpec) -> dict[str, str]:
+    from delta.tables import DeltaTable
+
+    detail = DeltaTable.forPath(spark, str(settings.table_path(spec.name))).detail().first()
+    return dict(detail["properties"] or {})
 
 
 def merge_upsert(spark, settings, spec: TableSpec, df, keys: tuple[str, ...], delete_missing: bool,
@@ -54,6 +78,7 @@ def merge_upsert(spark, settings, spec: TableSpec, df, keys: tuple[str, ...], de
     compare = compare or tuple(c for c in spec.column_names if c not in keys)
     cond = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
     changed = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in compare)
+    ensure_properties(spark, settings, spec)
     target = DeltaTable.forPath(spark, path)
     if _merge_is_noop(spark, target.toDF(), df, keys, compare, delete_missing):
         register_table(spark, settings, spec.name)

@@ -71,3 +71,23 @@ def mlflow_key(name: str) -> str:
 def run_metrics(c, run_id: Optional[str]) -> dict:
     metrics = dict(c.get_run(run_id).data.metrics) if run_id else {}
     return {k.replace("_at_", "@"): v for k, v in metrics.items()}
+
+
+
+def download_version(c, name: str, version: str, dst: Path) -> Path:
+    """The files of registered version `version` of `name`, copied into dst once (a later call reuses them)."""
+    import shutil
+
+    import mlflow
+
+    dst = Path(dst)
+    if dst.is_dir():
+        return dst
+    tmp = dst.with_name(dst.name + ".part")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=c.get_model_version(name, str(version)).source,
+                                                     dst_path=str(tmp)))
+    local.rename(dst)  # the artifact folder itself, whole, or nothing
+    shutil.rmtree(tmp, ignore_errors=True)
+    return dst

@@ -8,12 +8,16 @@ from genrec_core.quantize import base
 from jobs.lake import files
 
 METRICS_FILE = "metrics.json"
+# How the staged map came about (mode, reason, parent, counts, churn); read by gate and publish.
+LIFECYCLE_FILE = "lifecycle.json"
 
 
-def write_tokenizer(folder: Path, tokenizer, meta: dict, metrics: dict) -> None:
+def write_tokenizer(folder: Path, tokenizer, meta: dict, metrics: dict, lifecycle: dict | None = None) -> None:
     """Atomic: the folder appears whole or not at all."""
     content = dict(base.to_files(tokenizer, meta))
     content[METRICS_FILE] = json.dumps(metrics, indent=2, sort_keys=True).encode("utf-8")
+    if lifecycle is not None:
+        content[LIFECYCLE_FILE] = json.dumps(lifecycle, indent=2, sort_keys=True).encode("utf-8")
     files.write_folder(folder, content)
 
 
@@ -31,3 +35,8 @@ def read_header(folder: Path) -> dict:
 
 def read_metrics(folder: Path) -> dict:
     return json.loads((Path(folder) / METRICS_FILE).read_text())
+
+
+def read_lifecycle(folder: Path) -> dict:
+    path = Path(folder) / LIFECYCLE_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}

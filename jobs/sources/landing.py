@@ -2,7 +2,9 @@
 lakehouse/_landing/<layout>-<digest>/ (events/ partitioned by ingest_date, items/).
 
 The ingest stage always reads the landed copy, whatever the source, so cleaning sees one layout.
-A marker file records what was landed; the same input on the same logical date is not landed again.
+A marker file records what was landed, keyed by the input's content (a sha256 of every file read):
+the same input on the same logical date is not landed again, and a changed file always is. A file's
+hash is reused while its size and modification time are those the marker recorded.
 Real datasets land with the run's logical date as their ingest_date.
 """
 from __future__ import annotations
@@ -39,20 +41,44 @@ def land(ctx) -> dict[str, Path]:
     folder = landing_folder(ctx.settings, spec)
     paths = {"events": folder / "events", "items": folder / "items"}
     synthetic = layout == "synthetic"
-    key = fingerprint(spec, cfg.synthetic if synthetic else None, ctx.config.seed,
-                      None if synthetic else ctx.logical_time.date(), None if synthetic else cfg.source)
     marker = folder / MARKER
-    if marker.is_file() and json.loads(marker.read_text()).get("key") == key:
+    landed = json.loads(marker.read_text()) if marker.is_file() else {}
+    found = None if synthetic else datasets.resolve(spec, cfg.source)
+    hashes = {} if synthetic else content_hashes(found.events + found.items, landed.get("files", {}))
+    key = fingerprint(spec, cfg.synthetic if synthetic else None, ctx.config.seed,
+                      None if synthetic else ctx.logical_time.date(), None if synthetic else cfg.source,
+                      sorted((path, h[2]) for path, h in hashes.items()))
+    if landed.get("key") == key:
         return paths
     if synthetic:
         from jobs.sources.generator import generate
 
         generate(ctx.spark, cfg.synthetic, ctx.config.seed, folder)
     else:
-        _land_files(ctx.spark, datasets.resolve(spec, cfg.source), cfg.source, ctx.logical_time.date().isoformat(),
-                    folder)
-    files.write_text(marker, json.dumps({"key": key, "dataset": spec, "layout": layout}))
+        _land_files(ctx.spark, found, cfg.source, ctx.logical_time.date().isoformat(), folder)
+    files.write_text(marker, json.dumps({"key": key, "dataset": spec, "layout": layout, "files": hashes},
+                                        sort_keys=True))
     return paths
+
+
+def content_hashes(paths: list[str], known: dict) -> dict[str, list]:
+    """path -> [size, mtime_ns, sha256] of every file under `paths` (files or folders). A hash in
+    `known` is reused while the file's size and mtime match it."""
+    out = {}
+    for top in paths:
+        top_path = Path(top)
+        for f in sorted([top_path] if top_path.is_file() else (p for p in top_path.rglob("*") if p.is_file())):
+            stat = f.stat()
+            seen = known.get(str(f))
+            if seen and seen[0] == stat.st_size and seen[1] == stat.st_mtime_ns:
+                out[str(f)] = seen
+                continue
+            digest = hashlib.sha256()
+            with open(f, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+            out[str(f)] = [stat.st_size, stat.st_mtime_ns, digest.hexdigest()]
+    return out
 
 
 def _land_files(spark, found: datasets.ResolvedDataset, source, day: str, folder: Path) -> None:

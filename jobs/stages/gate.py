@@ -1,8 +1,9 @@
 """The gate stage: validate the staged SID map with great-expectations before anything is published.
 
-The suite is derived from schemas.tables (not-null, unique item_id and sid) plus data-dependent
-expectations: codes in range per level, one row per catalogue item, every item present, and the
-SID-quality threshold. A failure raises GateFailed naming each broken expectation.
+The suite is derived from schemas.tables (not-null, unique item_id, allowed statuses) plus
+data-dependent expectations: a unique SID among active and reserved items, codes in range per level
+for active items, exactly the catalogue active, the SID-quality threshold, and the churn gate against
+the published map. A failure raises GateFailed naming each broken expectation.
 """
 from __future__ import annotations
 
@@ -15,13 +16,26 @@ class GateFailed(RuntimeError):
     pass
 
 
+ACTIVE = 'status=="active"'
+
+
 def staged_frame(ctx: RunContext):
-    """The staged map as pandas, with one column per code level for range checks."""
+    """The staged map as pandas, with one column per code level for range checks and `held_sid`, the
+    SID of each active or still-reserved item (null for a retired item whose reservation lapsed)."""
+    import pandas as pd
+
+    from jobs.transforms.map_lifecycle import reserve_cutoff
+
     pdf = delta_io.read(ctx.spark, ctx.settings, S.ITEM_SID_STAGED).toPandas()
     width = max((len(c) for c in pdf.codes), default=0)
     for level in range(width):
         pdf[f"code_{level}"] = [c[level] if len(c) > level else None for c in pdf.codes]
     pdf["n_codes"] = [len(c) for c in pdf.codes]
+    cutoff = pd.Timestamp(reserve_cutoff(ctx.logical_time, ctx.config.tokenize.sid_reserve_days))
+    retired_at = pd.to_datetime(pdf["retired_at"], utc=True)
+    held = (pdf["status"] == "active") | (retired_at > cutoff)
+    pdf["held_sid"] = pdf["sid"].where(held, None)
+    pdf["active_item"] = pdf["item_id"].where(pdf["status"] == "active", None)
     return pdf
 
 
@@ -32,13 +46,17 @@ def validate(pdf, level_sizes: list[int], catalogue_ids: list[str]):
 
     from schemas.expectations import suite_for
 
-    extra = [gxe.ExpectTableRowCountToEqual(value=len(catalogue_ids)),
-             gxe.ExpectColumnValuesToBeInSet(column="item_id", value_set=catalogue_ids),
+    active = {"row_condition": ACTIVE, "condition_parser": "pandas"}
+    extra = [gxe.ExpectColumnValuesToBeUnique(column="held_sid"),
+             gxe.ExpectColumnValuesToBeInSet(column="active_item", value_set=catalogue_ids),
+             gxe.ExpectColumnUniqueValueCountToBeBetween(column="active_item", min_value=len(catalogue_ids),
+                                                         max_value=len(catalogue_ids)),
              gxe.ExpectColumnValuesToBeBetween(column="n_codes", min_value=len(level_sizes),
-                                               max_value=len(level_sizes))]
+                                               max_value=len(level_sizes), **active)]
     for level, size in enumerate(level_sizes):
-        extra += [gxe.ExpectColumnValuesToNotBeNull(column=f"code_{level}"),
-                  gxe.ExpectColumnValuesToBeBetween(column=f"code_{level}", min_value=0, max_value=size - 1)]
+        extra += [gxe.ExpectColumnValuesToNotBeNull(column=f"code_{level}", **active),
+                  gxe.ExpectColumnValuesToBeBetween(column=f"code_{level}", min_value=0, max_value=size - 1,
+                                                    **active)]
     context = gx.get_context(mode="ephemeral")
     suite = context.suites.add(suite_for(S.ITEM_SID_STAGED, extra, suffix="_gate"))
     source = context.data_sources.add_pandas("staged_map")
@@ -68,7 +86,28 @@ def main(ctx: RunContext, tokenize_result: dict) -> dict:
     if rate > ctx.config.gate.max_collision_rate:
         problems.append(f"collision rate before resolution {rate:.3f} exceeds gate.max_collision_rate "
                         f"{ctx.config.gate.max_collision_rate}")
+    churn_problem, accepted = churn_check(tokenize_result.get("lifecycle") or {}, ctx.config.gate)
+    if churn_problem:
+        problems.append(churn_problem)
     if problems:
         raise GateFailed("The staged SID map failed the publish gate; nothing was published.\n  - "
                          + "\n  - ".join(problems))
-    return {"passed": True, "expectations": len(result.results), "rows": len(pdf)}
+    return {"passed": True, "expectations": len(result.results), "rows": len(pdf), "churn_accepted": accepted}
+
+
+def churn_check(life: dict, gate_cfg) -> tuple[str | None, bool]:
+    """(problem or None, whether --accept-churn let a churn over the limit through). Under assign an
+    unchanged old item never moves, so any churn there is a defect, which no override lets through."""
+    churn, mode = float(life.get("churn_full", 0.0)), life.get("mode")
+    compared = life.get("compared", 0)
+    if mode == "assign" and churn > 0:
+        return (f"assign mode moved {life.get('n_moved')} of {compared} unchanged old items "
+                f"(churn {churn:.4f}); under assign it must be 0"), False
+    if churn <= gate_cfg.max_churn:
+        return None, False
+    if gate_cfg.accept_churn:
+        return None, True
+    return (f"churn {churn:.1%} of {compared} unchanged old items changed SID (first code {life.get('churn_first', 0):.1%}), "
+            f"over gate.max_churn {gate_cfg.max_churn:.0%}: this {mode} would break every model and table keyed "
+            "by the old SIDs. Rerun with --accept-churn to publish it deliberately (recorded in sid_map_versions), "
+            "or keep tokenize.align=true"), False

@@ -104,10 +104,12 @@ def _read_at(ctx: RunContext, spec, version: Optional[int], notes: list[str]):
 
 
 def map_rows(ctx: RunContext, version: int, map_version: str):
-    """Spark (item_id, codes) of item_sid at `version`, restricted to `map_version`."""
+    """Spark (item_id, codes) of item_sid's active items at `version`, restricted to `map_version`."""
     from pyspark.sql import functions as F
 
     df = delta_io.read(ctx.spark, ctx.settings, S.ITEM_SID, version)
+    if "status" in df.columns:
+        df = df.where(F.col("status") == "active")
     return df.where(F.col("map_version") == map_version).select("item_id", "codes")
 
 
@@ -130,16 +132,21 @@ def load_inputs(ctx: RunContext, map_row: dict, sid_version: int, encoder: str, 
     return pdf
 
 
-def load_tokenizer(ctx: RunContext, map_version: str, notes: list[str]):
-    """The map's tokenizer: its staging folder if still there, else the registered MLflow version."""
+def load_tokenizer(ctx: RunContext, map_version: str, tokenizer_version: str, notes: list[str]):
+    """The map's tokenizer: its staging folder if still there, else the MLflow version the manifest
+    names (an `assign` map shares its parent's)."""
     folder = ctx.settings.staging / "tokenizer" / map_version
     if has_tokenizer(folder):
         return read_tokenizer(folder)
     import mlflow
+    from mlflow.exceptions import MlflowException
 
-    version = mlflow_models.find_version(mlflow_models.client(ctx.settings), mlflow_models.TOKENIZER_MODEL, map_version)
-    if version is None:
-        notes.append("tokenizer not found (staging folder or MLflow); reconstruction not computed")
+    try:
+        version = mlflow_models.client(ctx.settings).get_model_version(mlflow_models.TOKENIZER_MODEL,
+                                                                       str(tokenizer_version))
+    except MlflowException:
+        notes.append(f"tokenizer version {tokenizer_version} not found (staging folder or MLflow); "
+                     "reconstruction not computed")
         return None
     with tempfile.TemporaryDirectory() as tmp:
         return read_tokenizer(Path(mlflow.artifacts.download_artifacts(artifact_uri=version.source, dst_path=tmp)))
@@ -155,6 +162,58 @@ def semantic_codes(codes: np.ndarray, levels: int, collisions: str, tok, x, note
     notes.append(f"collisions={collisions}: no tokenizer or vectors to re-encode; pre-resolution figures "
                  "use the published codes")
     return codes[:, :levels]
+
+
+# ---------------------------------------------------------------------------------------------------
+# The map's history
+
+
+HISTORY_COLUMNS = ("map_version", "item_sid_version", "mode", "n_items", "collision_rate", "churn_full",
+                   "churn_first", "n_new", "n_retired", "n_returned", "n_moved")
+
+
+def history(rows: list[dict]) -> list[dict]:
+    """One entry per published map, oldest first: its quality and what it changed."""
+    out = []
+    for r in rows:
+        metrics = json.loads(r["metrics"])
+        out.append({"map_version": r["map_version"], "item_sid_version": int(r["item_sid_version"]),
+                    "mode": r.get("mode"), "n_items": int(r["n_items"]),
+                    "collision_rate": float(metrics.get("collision_rate", float("nan"))),
+                    **{k: r.get(k) for k in HISTORY_COLUMNS[5:]}})
+    return out
+
+
+def history_markdown(entries: list[dict]) -> str:
+    head = "| " + " | ".join(HISTORY_COLUMNS) + " |\n|" + "---|" * len(HISTORY_COLUMNS) + "\n"
+    cell = lambda v: f"{v:.4f}" if isinstance(v, float) else ("" if v is None else str(v))  # noqa: E731
+    return "\n## Map history\n\n" + head + "".join(
+        "| " + " | ".join(cell(e[c]) for c in HISTORY_COLUMNS) + " |\n" for e in entries)
+
+
+def history_figure(entries: list[dict]):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    x = np.arange(len(entries))
+    labels = [f"v{e['item_sid_version']}\n{e['mode'] or ''}" for e in entries]
+    fig = Figure(figsize=(max(6, 1.2 * len(entries)), 6))
+    FigureCanvasAgg(fig)
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    top.plot(x, [e["collision_rate"] for e in entries], "o-", label="collision rate")
+    top.plot(x, [e["churn_full"] or 0 for e in entries], "s-", label="churn (full SID)")
+    top.plot(x, [e["churn_first"] or 0 for e in entries], "^-", label="churn (first code)")
+    top.set_ylabel("share")
+    top.legend()
+    width = 0.25
+    for i, (key, name) in enumerate((("n_new", "new"), ("n_retired", "retired"), ("n_moved", "moved"))):
+        bottom.bar(x + (i - 1) * width, [e[key] or 0 for e in entries], width, label=name)
+    bottom.set_ylabel("items")
+    bottom.set_xticks(x, labels)
+    bottom.legend()
+    fig.suptitle("SID map history (item_sid Delta version, mode)")
+    fig.tight_layout()
+    return fig
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -231,7 +290,7 @@ def compute(ctx: RunContext, row: dict, sid_version: int, previous: Optional[tup
     else:
         notes.append(f"{int(pdf.vector.isna().sum())} items have no '{tok_cfg['encoder']}' vector; "
                      "kNN and reconstruction not computed")
-    tok = load_tokenizer(ctx, row["map_version"], notes) if x is not None else None
+    tok = load_tokenizer(ctx, row["map_version"], row["tokenizer_version"], notes) if x is not None else None
     semantic = semantic_codes(codes, levels, tok_cfg.get("collisions", "dedup_digit"), tok, x, notes)
     prev = None
     if previous is not None:
@@ -249,7 +308,8 @@ def main(ctx: RunContext, map_version: Optional[str] = None, out_dir: Optional[P
     from genrec_core.quantize.report import flat_metrics, plot_figures, to_markdown
 
     current = current_map_version(ctx)
-    row = choose_map(manifest_rows(ctx), map_version, current)
+    rows = manifest_rows(ctx)
+    row = choose_map(rows, map_version, current)
     notes: list[str] = []
     sid_version = map_table_version(ctx, row, current)
     previous = previous_map(ctx, sid_version, row["map_version"], notes)
@@ -262,10 +322,14 @@ def main(ctx: RunContext, map_version: Optional[str] = None, out_dir: Optional[P
         "previous_item_sid_version": previous[0] if previous else None,
         "encoder": tok_cfg.get("encoder"), "quantizer": tok_cfg.get("kind"),
         "collisions": tok_cfg.get("collisions", "dedup_digit"), "notes": "; ".join(notes) or None}
-    document = {"meta": meta, "report": report.to_dict()}
-    markdown = to_markdown(report, f"SID quality report: map {row['map_version']}", meta)
+    # The current map's history is every publish so far; an older map's ends with it.
+    past = history(rows if row["map_version"] == current else
+                   [r for r in rows if r["item_sid_version"] <= row["item_sid_version"]])
+    document = {"meta": meta, "report": report.to_dict(), "history": past}
+    markdown = to_markdown(report, f"SID quality report: map {row['map_version']}", meta) + history_markdown(past)
     out_dir = Path(out_dir) if out_dir else ctx.settings.home / "reports" / row["map_version"]
-    files = write_outputs(out_dir, document, markdown, plot_figures(report, semantic, level_sizes))
+    figures = {**plot_figures(report, semantic, level_sizes), "map_history": history_figure(past)}
+    files = write_outputs(out_dir, document, markdown, figures)
     run_id = log_to_mlflow(ctx, files, out_dir, document, flat_metrics(report))
     return {"map_version": row["map_version"], "previous_map_version": meta["previous_map_version"],
             "out_dir": str(out_dir), "files": [str(f) for f in files], "mlflow_run_id": run_id,

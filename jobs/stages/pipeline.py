@@ -44,6 +44,7 @@ def run_stage(ctx: RunContext, name: str) -> dict:
 
 def expected_failures() -> tuple[type[Exception], ...]:
     """The errors a stage raises for bad input or a failed check: reported as a message, not a traceback."""
+    from genrec_core.quantize.sid_lifecycle import AlignmentUnsupported, ModeError
     from jobs.lake.audit import AccountingError
     from jobs.sources.adapters import AdapterError
     from jobs.sources.datasets import DatasetError
@@ -53,7 +54,7 @@ def expected_failures() -> tuple[type[Exception], ...]:
     from jobs.transforms.kcore_filter import KCoreNotConverged
 
     return (AccountingError, AdapterError, DatasetError, GateFailed, CheckpointFailed, UnplacedItems,
-            KCoreNotConverged)
+            KCoreNotConverged, ModeError, AlignmentUnsupported)
 
 
 def make_context(config, logical_time: Optional[datetime] = None) -> RunContext:

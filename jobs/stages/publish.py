@@ -1,4 +1,5 @@
-"""The publish stage: register the tokenizer in MLflow, MERGE the staged map into `item_sid`, record the version.
+"""The publish stage: register the tokenizer in MLflow (a refit's; `assign` reuses the published one),
+MERGE the staged map into `item_sid`, record the version and what changed, and refresh the views.
 
 Idempotent: a map version that is already published is not registered, merged or recorded again, so
 a rerun on the same input changes no SID and adds no version.
@@ -8,10 +9,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from jobs.lake import delta_io, mlflow_models
+from jobs.lake import delta_io, mlflow_models, views
 from jobs.lake.tokenizer_files import read_header
 from jobs.stages.context import RunContext
+from jobs.stages.gate import churn_check
 from schemas import tables as S
+from schemas.spark import struct_type
 
 
 def input_versions(ctx: RunContext) -> dict:
@@ -40,12 +43,16 @@ def main(ctx: RunContext, tokenize_result: dict) -> dict:
     c = mlflow_models.client(settings)
     if already_published(ctx, map_version):
         version = mlflow_models.find_version(c, mlflow_models.TOKENIZER_MODEL, map_version)
+        views.refresh(spark, settings)
         return {"map_version": map_version, "published": False,
                 "tokenizer_version": version.version if version else None,
                 "versions": {"item_sid": delta_io.latest_version(spark, settings, S.ITEM_SID)}}
 
+    life = tokenize_result.get("lifecycle") or {}
     existing = mlflow_models.find_version(c, mlflow_models.TOKENIZER_MODEL, map_version)
-    if existing is not None:
+    if life.get("mode") == "assign":
+        tok_version = str(life["parent_tokenizer_version"])
+    elif existing is not None:
         tok_version = str(existing.version)
     else:
         from genrec_core.quantize.metrics import SIDReport
@@ -63,15 +70,20 @@ def main(ctx: RunContext, tokenize_result: dict) -> dict:
             run_name=f"tokenizer-{map_version}")
 
     staged = delta_io.read(spark, settings, S.ITEM_SID_STAGED).withColumn("tokenizer_version", F.lit(tok_version))
-    sid_version = delta_io.merge_upsert(spark, settings, S.ITEM_SID, staged, ("item_id",), delete_missing=True,
-                                        compare=("sid", "codes", "map_version"))
+    sid_version = delta_io.merge_upsert(spark, settings, S.ITEM_SID, staged, ("item_id",), delete_missing=True)
     tok_cfg = read_header(Path(tokenize_result["tokenizer_dir"]))
+    _, accepted = churn_check(life, ctx.config.gate)
     row = {"map_version": map_version, "tokenizer_version": tok_version, "item_sid_version": sid_version,
-           "n_items": int(metrics["n_items"]), "metrics": json.dumps(metrics, sort_keys=True),
+           "n_items": int(life.get("n_active", metrics["n_items"])), "mode": life.get("mode", "refit"),
+           "reason": life.get("reason", ""), "parent_map_version": life.get("parent_map_version"),
+           **{k: int(life.get(k) or 0) for k in ("n_new", "n_reassigned", "n_retired", "n_returned", "n_moved")},
+           **{k: float(life.get(k) or 0.0) for k in ("churn_full", "churn_prefix", "churn_first")},
+           "churn_accepted": bool(accepted), "metrics": json.dumps(metrics, sort_keys=True),
            "input_versions": json.dumps(input_versions(ctx), sort_keys=True),
            "config": json.dumps(tok_cfg, sort_keys=True), "published_at": ctx.logical_time}
-    manifest = spark.createDataFrame([row])
+    manifest = spark.createDataFrame([row], schema=struct_type(S.SID_MAP_VERSIONS))
     manifest_version = delta_io.merge_upsert(spark, settings, S.SID_MAP_VERSIONS, manifest, ("map_version",),
                                              delete_missing=False, compare=("map_version",))
+    views.refresh(spark, settings)
     return {"map_version": map_version, "published": True, "tokenizer_version": tok_version,
             "versions": {"item_sid": sid_version, "sid_map_versions": manifest_version}}

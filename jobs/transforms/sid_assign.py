@@ -36,15 +36,10 @@ def _matrix(vectors, dim: int) -> np.ndarray:
 
 
 def broadcast_tokenizer(spark, tok, faiss_gpu: bool = True):
-    import hashlib
-    import json
+    from genrec_core.quantize import base
 
     arrays, header = tok.state()
-    h = hashlib.sha256(json.dumps(header, sort_keys=True).encode())
-    for name in sorted(arrays):
-        h.update(name.encode())
-        h.update(np.ascontiguousarray(arrays[name]).tobytes())
-    return spark.sparkContext.broadcast((arrays, header, h.hexdigest(), faiss_gpu))
+    return spark.sparkContext.broadcast((arrays, header, base.digest(tok), faiss_gpu))
 
 
 def greedy_codes(vectors_df, bc, dim: int):

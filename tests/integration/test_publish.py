@@ -61,13 +61,13 @@ def test_gate_rejects_a_broken_map(published, ctx):
     from schemas import tables as S
 
     pdf = gate.staged_frame(ctx)
-    pdf.loc[1, "sid"] = pdf.loc[0, "sid"]          # two items, one SID
+    pdf.loc[1, "held_sid"] = pdf.loc[0, "held_sid"]  # two active items, one SID
     pdf.loc[2, "code_0"] = 10_000                  # a code outside its codebook
     catalogue = [r[0] for r in delta_io.read(ctx.spark, ctx.settings, S.ITEMS).select("item_id").collect()]
     result = gate.validate(pdf, published["tokenize"]["code_level_sizes"], catalogue)
     problems = "\n".join(gate.failures(result))
     assert not result.success
-    assert "expect_column_values_to_be_unique" in problems and "'column': 'sid'" in problems
+    assert "expect_column_values_to_be_unique" in problems and "'column': 'held_sid'" in problems
     assert "code_0" in problems
 
 

@@ -11,18 +11,26 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def two_maps(ctx):
-    """Publishes a map from another seed, then the tiny profile's own map again (so item_sid ends as
-    test_publish left it). Returns (other map version, current map version)."""
+    """Publishes a plain refit from another seed, then one from the tiny profile's own seed (plain:
+    no warm start, no alignment, churn accepted, so the seeds really move items). Returns
+    (other map version, current map version)."""
     from jobs.stages import pipeline
 
-    other = dataclasses.replace(ctx, config=dataclasses.replace(ctx.config, seed=ctx.config.seed + 1),
-                                results={})
+    def plain(seed):
+        cfg = ctx.config
+        return dataclasses.replace(cfg, seed=seed, gate=dataclasses.replace(cfg.gate, accept_churn=True),
+                                   tokenize=dataclasses.replace(cfg.tokenize, mode="refit", align=False,
+                                                                warm_start=False))
+
+    other = dataclasses.replace(ctx, config=plain(ctx.config.seed + 1), results={})
+    final = dataclasses.replace(ctx, config=plain(ctx.config.seed), results={})
     for stage in ("ingest", "embed"):
         pipeline.run_stage(ctx, stage)
-    for run_ctx in (other, ctx):
+    for run_ctx in (other, final):
         for stage in ("tokenize", "gate", "publish"):
             pipeline.run_stage(run_ctx, stage)
-    return other.results["tokenize"]["map_version"], ctx.results["tokenize"]["map_version"]
+    ctx.results.update(final.results)
+    return other.results["tokenize"]["map_version"], final.results["tokenize"]["map_version"]
 
 
 def test_report_of_the_current_map(two_maps, ctx, tmp_path):
@@ -36,11 +44,15 @@ def test_report_of_the_current_map(two_maps, ctx, tmp_path):
     result = report.main(ctx, out_dir=tmp_path)
     assert (result["map_version"], result["previous_map_version"]) == (current, previous)
     names = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()}
-    assert {"report.json", "report.md", "plots/items_per_sid.png", "plots/level_1_usage.png"} <= names
+    assert {"report.json", "report.md", "plots/items_per_sid.png", "plots/level_1_usage.png",
+            "plots/map_history.png"} <= names
 
     document = json.loads((tmp_path / "report.json").read_text())
     r = SIDReport.from_dict(document["report"])
     assert r == SIDReport.from_dict(result["report"]) and document["meta"]["notes"] is None
+    past = document["history"]
+    assert {previous, current} <= {h["map_version"] for h in past} and "## Map history" in result["markdown"]
+    assert [h["mode"] for h in past if h["map_version"] == previous] == ["refit"]
     staged = ctx.results["tokenize"]["metrics"]
     n_items = ctx.spark.sql("SELECT count(*) FROM genrec.items").first()[0]
     assert r.n_items == staged["n_items"] == n_items
