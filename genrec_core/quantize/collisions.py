@@ -130,6 +130,15 @@ def resolve_overflow(strategy, tok, z, codes, order_key, taken, cfg) -> Resoluti
 _EMPTY = np.zeros(0, dtype=np.int64)
 
 
+def reachable_first_codes(tok, z: np.ndarray, semantic: np.ndarray, candidates: int) -> list[int]:
+    """First-level codes that phase 2 may move these items under: their own and their top codes.
+    Twice the search width is a superset that no tie-break difference can escape, so only taken
+    SIDs under these codes can conflict with placing them."""
+    first = np.argsort(tok.level_distances(z, np.zeros((len(z), 0), dtype=np.int64), 0), axis=1,
+                       kind="stable")[:, :2 * candidates]
+    return sorted({int(c) for c in first.ravel()} | {int(c) for c in np.asarray(semantic)[:, 0]})
+
+
 def _strategy(strategy, cfg) -> str:
     strategy = cfg.collisions if strategy is None else strategy
     if strategy not in STRATEGIES:

@@ -46,10 +46,12 @@ def next_free_digit(semantic: np.ndarray, order_key: np.ndarray, taken: np.ndarr
 
 
 def place_new_items(strategy: str, tok, x: np.ndarray, order_key: np.ndarray, taken: np.ndarray, cfg,
-                    dedup_size: int | None = None) -> Placement:
+                    dedup_size: int | None = None, semantic: np.ndarray | None = None) -> Placement:
     """New items' SIDs under the published tokenizer; a taken SID is never handed out, so no existing
-    item moves. x: float32 [m, dim]; taken: the SIDs held by active and reserved items."""
-    semantic = tok.encode(x) if len(x) else np.zeros((0, tok.levels), dtype=np.int64)
+    item moves. x: float32 [m, dim]; taken: the SIDs held by active and reserved items; semantic:
+    tok.encode(x) when the caller has it already."""
+    if semantic is None:
+        semantic = tok.encode(x) if len(x) else np.zeros((0, tok.levels), dtype=np.int64)
     if strategy == "dedup_digit":
         return next_free_digit(semantic, order_key, taken, dedup_size if dedup_size is not None else 1 << 62)
     res = resolve_overflow(strategy, tok, tok.latent(x), semantic, order_key, taken, cfg)

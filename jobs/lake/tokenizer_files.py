@@ -40,3 +40,12 @@ def read_metrics(folder: Path) -> dict:
 def read_lifecycle(folder: Path) -> dict:
     path = Path(folder) / LIFECYCLE_FILE
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def registered_tokenizer(settings, version: str):
+    """Registered version `version` of genrec-tokenizer, downloaded once into the staging folder."""
+    from jobs.lake import mlflow_models
+
+    folder = mlflow_models.download_version(mlflow_models.client(settings), mlflow_models.TOKENIZER_MODEL,
+                                            str(version), settings.staging / "published_tokenizer" / str(version))
+    return read_tokenizer(folder)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
@@ -20,7 +19,11 @@ import numpy as np
 
 from jobs.lake import delta_io, mlflow_models
 from jobs.lake.files import write_bytes
-from jobs.lake.tokenizer_files import has_tokenizer, read_tokenizer
+from jobs.lake.tokenizer_files import (
+    has_tokenizer,
+    read_tokenizer,
+    registered_tokenizer,
+)
 from jobs.stages.context import RunContext
 from schemas import tables as S
 
@@ -138,18 +141,14 @@ def load_tokenizer(ctx: RunContext, map_version: str, tokenizer_version: str, no
     folder = ctx.settings.staging / "tokenizer" / map_version
     if has_tokenizer(folder):
         return read_tokenizer(folder)
-    import mlflow
     from mlflow.exceptions import MlflowException
 
     try:
-        version = mlflow_models.client(ctx.settings).get_model_version(mlflow_models.TOKENIZER_MODEL,
-                                                                       str(tokenizer_version))
+        return registered_tokenizer(ctx.settings, tokenizer_version)
     except MlflowException:
         notes.append(f"tokenizer version {tokenizer_version} not found (staging folder or MLflow); "
                      "reconstruction not computed")
         return None
-    with tempfile.TemporaryDirectory() as tmp:
-        return read_tokenizer(Path(mlflow.artifacts.download_artifacts(artifact_uri=version.source, dst_path=tmp)))
 
 
 def semantic_codes(codes: np.ndarray, levels: int, collisions: str, tok, x, notes: list[str]) -> np.ndarray:

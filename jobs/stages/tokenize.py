@@ -20,7 +20,13 @@ import numpy as np
 from genrec_core.config import LIFECYCLE_KEYS
 from genrec_core.fingerprint import fingerprint
 from jobs.lake import delta_io
-from jobs.lake.tokenizer_files import read_header, read_lifecycle, read_metrics, read_tokenizer, write_tokenizer
+from jobs.lake.tokenizer_files import (
+    read_header,
+    read_lifecycle,
+    read_metrics,
+    registered_tokenizer,
+    write_tokenizer,
+)
 from jobs.stages.context import RunContext
 from jobs.transforms import map_lifecycle as lifecycle
 from jobs.transforms.sid_map_stats import (
@@ -117,8 +123,6 @@ class NextMap:
 
 def published_map(ctx: RunContext) -> Optional[Published]:
     """The published map with its tokenizer (downloaded once from MLflow), or None before the first publish."""
-    from jobs.lake import mlflow_models
-
     spark, settings = ctx.spark, ctx.settings
     if not delta_io.table_exists(spark, settings, S.ITEM_SID):
         return None
@@ -135,11 +139,8 @@ def published_map(ctx: RunContext) -> Optional[Published]:
     row = manifest.where(manifest.map_version == first[0]).first()
     if row is None:
         raise RuntimeError(f"item_sid holds map {first[0]}, which sid_map_versions does not list; republish it")
-    c = mlflow_models.client(settings)
-    folder = mlflow_models.download_version(c, mlflow_models.TOKENIZER_MODEL, row["tokenizer_version"],
-                                            settings.staging / "published_tokenizer" / str(row["tokenizer_version"]))
     return Published(first[0], str(row["tokenizer_version"]), json.loads(row["config"]), json.loads(row["metrics"]),
-                     rows, read_tokenizer(folder))
+                     rows, registered_tokenizer(settings, row["tokenizer_version"]))
 
 
 def incompatibility(header: dict, config, encoder: str) -> Optional[str]:
@@ -210,7 +211,6 @@ def attempt_assign(ctx: RunContext, pub: Published, classified, vectors, active:
         Evidence,
         expected_collision_rate,
         new_item_collision_rate,
-        next_free_digit,
         place_new_items,
     )
 
@@ -220,10 +220,7 @@ def attempt_assign(ctx: RunContext, pub: Published, classified, vectors, active:
     taken_df = lifecycle.taken_codes(classified, ctx.logical_time, cfg.sid_reserve_days)
     taken = lifecycle.taken_near(spark, taken_df, semantic, cfg.collisions, tok, x, cfg.candidates_per_level)
     sizes = list(pub.header["code_level_sizes"])
-    if cfg.collisions == "dedup_digit":
-        placement = next_free_digit(semantic, ids, taken, sizes[-1])
-    else:
-        placement = place_new_items(cfg.collisions, tok, x, ids, taken, cfg)
+    placement = place_new_items(cfg.collisions, tok, x, ids, taken, cfg, dedup_size=sizes[-1], semantic=semantic)
     kept_assign = classified.where(F.col("kind").isin(*lifecycle.HOLDS_OLD_SID) & (F.col("old_origin") == "assign")).count()
     evidence = Evidence(
         has_map=True, overflow=int(len(placement.overflow)), n_new=int(len(ids)),
@@ -256,7 +253,6 @@ def refit(ctx: RunContext, pub: Published, classified, vectors, sample_ids, x) -
     from genrec_core.quantize.sid_lifecycle import (
         align_tokenizer,
         dedup_codebook_size,
-        next_free_digit,
         place_new_items,
     )
     from jobs.transforms import sid_assign
@@ -286,10 +282,8 @@ def refit(ctx: RunContext, pub: Published, classified, vectors, sample_ids, x) -
                 else np.zeros((0, levels), dtype=np.int64))
     taken_df = lifecycle.taken_codes(classified, ctx.logical_time, cfg.sid_reserve_days, keep_df=kept)
     taken = lifecycle.taken_near(spark, taken_df, semantic, cfg.collisions, tok, vec, cfg.candidates_per_level)
-    if cfg.collisions == "dedup_digit":
-        placement = next_free_digit(semantic, ids, taken, 1 << 62)
-    else:
-        placement = place_new_items(cfg.collisions, tok, vec, ids, taken, cfg)
+    placement = place_new_items(cfg.collisions, tok, vec, ids, taken, cfg, semantic=semantic)
+    if cfg.collisions != "dedup_digit":  # a digit cannot overflow here: the refit sizes its codebook after
         _refuse_unplaced(ids[placement.overflow], cfg.collisions)
     placed = lifecycle.codes_frame(spark, ids, placement.codes)
     rows = lifecycle.next_map(classified, kept, placed, ctx.logical_time, "fit")
@@ -320,7 +314,7 @@ def main(ctx: RunContext, encoder: str) -> dict:
     sample_ids = x = None
     if pub is None:
         mode, reason = decide_mode(cfg.mode, Evidence(has_map=False), cfg.refit_new_share, cfg.drift_factor)
-        life = {"parent_map_version": None, "parent_tokenizer_version": None, "n_new": None, "n_reassigned": 0,
+        life = {"parent_map_version": None, "parent_tokenizer_version": None, "n_reassigned": 0,
                 "n_retired": 0, "n_returned": 0, "n_moved": 0, "churn_full": 0.0, "churn_prefix": 0.0,
                 "churn_first": 0.0, "compared": 0}
         _announce(mode, reason)
@@ -348,9 +342,8 @@ def main(ctx: RunContext, encoder: str) -> dict:
                 "n_new": counts.new, "n_reassigned": counts.reassigned, "n_retired": counts.retired,
                 "n_returned": counts.returned, "n_moved": churn.pop("moved"), **churn}
     rows = built.rows
-    if life["n_new"] is None:
-        life["n_new"] = int(rows.count())
     life.update({"mode": mode, "reason": reason, "n_active": int(rows.where(F.col("status") == "active").count())})
+    life.setdefault("n_new", life["n_active"])  # the first map: every item is new
     tok_cfg = {k: v for k, v in ctx.config.to_dict()["tokenize"].items() if k not in LIFECYCLE_KEYS}
     content = rows.select("item_id", F.concat_ws("|", "sid", "status").alias("sid"))
     map_version = fingerprint(map_fingerprint(content), base.digest(built.tokenizer), tok_cfg, encoder, seed)

@@ -108,11 +108,9 @@ def taken_near(spark, taken_df, semantic: np.ndarray, strategy: str, tok, x: np.
                                      "semantic array<int>")
         near = taken_df.join(F.broadcast(keys), F.slice("codes", 1, levels) == F.col("semantic"), "left_semi")
     else:
-        z = tok.latent(x)
-        first = np.argsort(tok.level_distances(z, np.zeros((len(z), 0), dtype=np.int64), 0), axis=1,
-                           kind="stable")[:, :2 * candidates]
-        reachable = sorted({int(c) for c in first.ravel()} | {int(c) for c in semantic[:, 0]})
-        near = taken_df.where(F.col("codes")[0].isin(reachable))
+        from genrec_core.quantize.collisions import reachable_first_codes
+
+        near = taken_df.where(F.col("codes")[0].isin(reachable_first_codes(tok, tok.latent(x), semantic, candidates)))
     rows = [r["codes"] for r in near.collect()]
     width = levels + (strategy == "dedup_digit")
     return np.asarray(rows, dtype=np.int64).reshape(-1, width)

@@ -94,6 +94,7 @@ def resolve_overflow(spark, grouped_df, coded_df, tok, strategy: str, cfg, dim: 
     """Phase 2 on the driver. Returns (final codes df, unplaced item ids)."""
     from pyspark.sql import functions as F
 
+    from genrec_core.quantize.collisions import reachable_first_codes
     from genrec_core.quantize.collisions import resolve_overflow as overflow
 
     left = (grouped_df.where(~F.col("placed")).join(coded_df.select("item_id", "vector", "semantic"), "item_id")
@@ -103,12 +104,8 @@ def resolve_overflow(spark, grouped_df, coded_df, tok, strategy: str, cfg, dim: 
         return placed, []
     x = _matrix(left.vector, dim)
     z = tok.latent(x)
-    # Phase 2 may move an item under any of its top first-level codes; only SIDs there can conflict.
-    # Twice the search width is a superset that no tie-break difference can escape.
-    first = np.argsort(tok.level_distances(z, np.zeros((len(z), 0), dtype=np.int64), 0), axis=1,
-                       kind="stable")[:, :2 * cfg.candidates_per_level]
     semantic = np.stack(left.semantic.to_numpy()).astype(np.int64)
-    reachable = sorted({int(c) for c in first.ravel()} | {int(c) for c in semantic[:, 0]})
+    reachable = reachable_first_codes(tok, z, semantic, cfg.candidates_per_level)
     taken_pdf = placed.where(F.col("codes")[0].isin(reachable)).select("codes").toPandas()
     taken = (np.stack(taken_pdf.codes.to_numpy()).astype(np.int64) if len(taken_pdf)
              else np.zeros((0, tok.levels), dtype=np.int64))
