@@ -23,7 +23,7 @@ export SPARK_LOCAL_IP := 127.0.0.1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONDONTWRITEBYTECODE :=
 
-.PHONY: install demo test test-fast bench bench-tokenize bench-clean bench-churn jars clean-outputs help
+.PHONY: install demo test test-fast bench bench-tokenize bench-clean bench-churn bench-rec jars clean-outputs help
 
 help:
 	@echo "make demo   install everything, then run the pipeline on the built-in synthetic data"
@@ -32,6 +32,7 @@ help:
 	@echo "make bench-tokenize  tokenizer zoo: SID quality on real catalogues, speed against raw FAISS"
 	@echo "make bench-clean  cleaning throughput vs a plain parquet copy at 1e6, 1e7, 1e8 events"
 	@echo "make bench-churn  two Beauty nights: SID churn and quality of assign, aligned and plain refits"
+	@echo "make bench-rec  popularity, SASRec and the generative model on Beauty, Yelp, Scientific"
 
 install: $(STAMP) $(JARS_STAMP)
 
@@ -81,5 +82,13 @@ bench-tokenize: install
 bench-churn: install
 	$(VENV)/bin/python benchmarks/sid_churn.py
 
+# Popularity, SASRec and the generative SID model on the same maps and splits of ../shared/data
+# (full ranking, all test users, both history settings); writes benchmarks/results/recommender.json.
+# The issue's budgets (SASRec 30 min, generative 60 min per dataset) make it hours on 2 cores:
+# narrow it with BENCH_REC_ARGS, e.g. "--datasets beauty --minutes sasrec=15,sid_gpt=25".
+BENCH_REC_ARGS ?=
+bench-rec: install
+	$(VENV)/bin/python benchmarks/recommender.py $(BENCH_REC_ARGS)
+
 clean-outputs:
-	rm -rf lakehouse mlruns airflow_home spark-warehouse metastore_db derby.log
+	rm -rf lakehouse mlruns checkpoints airflow_home spark-warehouse metastore_db derby.log

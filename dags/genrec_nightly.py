@@ -13,7 +13,8 @@ DOC = """
 ### genrec_nightly
 Cleans the interaction logs, rebuilds user sequences, embeds new or changed items, fits the
 tokenizer, gates and publishes the item -> Semantic ID map, then trains and evaluates the
-recommender. Tables live in the Delta lakehouse (`genrec` database); models in MLflow.
+recommender, and writes the champion's batch recommendations for the logical date. Tables live in
+the Delta lakehouse (`genrec` database); models in MLflow.
 
 Trigger parameters: `profile` (demo, tiny, cpu, gpu), `dataset` (`synthetic`, `landed:PATH` or
 `LAYOUT:PATH`, the layouts of `genrec run --help`),
@@ -89,7 +90,11 @@ with DAG(
     def train(published: dict, _sequences: dict, params=None, **context) -> dict:
         return _run("train", params, context)
 
+    @task
+    def recommend(_trained: dict, params=None, **context) -> dict:
+        return _run("recommend", params, context)
+
     cleaned = ingest()
     seqs = sequences(cleaned)
     tokens = tokenize(embed(cleaned))
-    train(publish(gate(tokens)), seqs)
+    recommend(train(publish(gate(tokens)), seqs))

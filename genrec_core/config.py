@@ -240,15 +240,40 @@ class GateConfig:
     accept_churn: bool = False
 
 
+# Recommender kinds of `train.model` (genrec_core/model/registry.py builds them):
+# sid_gpt   decoder-only transformer over flattened SID tokens, a loss at every token (the default);
+# tiger     TIGER's T5 encoder-decoder, one target item per example;
+# sasrec    SASRec over item ids, cross-entropy over all items at every position;
+# popularity  the most-interacted training items, the same list for everyone.
+MODEL_KINDS = ("sid_gpt", "tiger", "sasrec", "popularity")
+WARM_STARTS = ("auto", "never")
+
+
+@dataclass(frozen=True)
+class SasrecConfig:
+    """SASRec's own sizes: it embeds item ids, not SID tokens, so it does not share the SID models'."""
+
+    d_model: int = 64
+    d_ff: int = 256
+    num_layers: int = 2
+    num_heads: int = 2
+    dropout: float = 0.3
+    max_len: int = 50
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    """TIGER-style T5 encoder-decoder over SID tokens, trained from random init."""
+    """The recommender (`model`) and how it trains. The transformer sizes below are the SID models'
+    (sid_gpt and tiger; num_decoder_layers and d_kv are tiger's only); sasrec has its own section."""
 
+    model: str = "sid_gpt"
     d_model: int = 128
     d_ff: int = 1024
     num_layers: int = 4
     num_decoder_layers: int = 4
-    num_heads: int = 6
+    # TIGER used 6 heads of 64 (train.num_heads=6, train.d_kv=64 with train.model=tiger); sid_gpt
+    # splits d_model over its heads, so the default is 4.
+    num_heads: int = 4
     d_kv: int = 64
     dropout: float = 0.1
     max_history: int = 20
@@ -260,6 +285,25 @@ class TrainConfig:
     # Wall-clock cap; training stops at whichever of max_steps or max_minutes comes first.
     max_minutes: float = 10.0
     device: str = "auto"
+    # Validation: every eval_every steps on valid_users users of the 'valid' split (0 = all);
+    # the best checkpoint by select_metric ("" = recall at the largest eval.ks) is kept, and
+    # `patience` evaluations without a gain stop.
+    eval_every: int = 200
+    valid_users: int = 2000
+    patience: int = 5
+    select_metric: str = ""
+    # A killed run resumes from its last checkpoint (same inputs, same config); "never" starts over.
+    resume: str = "auto"
+    # A new version becomes champion only when its validation select_metric beats the champion's by
+    # more than this; otherwise it is the challenger.
+    promote_margin: float = 0.0
+    # auto: after an aligned refit (same SID vocabulary shape) fine-tune the champion's weights.
+    warm_start: str = "auto"
+    # The recommend stage: items per user in the recommendations table, and whether the user's own
+    # history items are ranked out of them.
+    recommend_k: int = 10
+    recommend_exclude_history: bool = True
+    sasrec: SasrecConfig = field(default_factory=SasrecConfig)
 
 
 @dataclass(frozen=True)
@@ -320,6 +364,11 @@ PROFILES: dict[str, dict[str, Any]] = {
                       "device": "cuda"},
             "embed": {"device": "cuda", "batch_size": 256}},
 }
+
+
+def select_metric(cfg: PipelineConfig) -> str:
+    """The validation metric that picks the best checkpoint and decides promotion."""
+    return cfg.train.select_metric or f"recall@{max(cfg.eval.ks)}"
 
 
 def to_dict(obj: Any) -> Any:
@@ -475,7 +524,19 @@ def validate(cfg: PipelineConfig) -> None:
         raise ConfigError(f"eval.num_beams ({e.num_beams}) must be >= the largest k ({max(e.ks)})")
     tr = cfg.train
     if min(tr.d_model, tr.d_ff, tr.num_layers, tr.num_decoder_layers, tr.num_heads, tr.d_kv,
-           tr.batch_size, tr.max_steps, tr.max_history) < 1:
+           tr.batch_size, tr.max_steps, tr.max_history, tr.eval_every, tr.patience,
+           tr.recommend_k) < 1 or tr.valid_users < 0:
         raise ConfigError("train sizes (d_model, d_ff, layers, heads, d_kv, batch_size, max_steps, "
-                          "max_history) must be positive")
+                          "max_history, eval_every, patience) must be positive and valid_users >= 0")
+    for key, value, known in (("train.model", tr.model, MODEL_KINDS), ("train.warm_start", tr.warm_start, WARM_STARTS),
+                              ("train.resume", tr.resume, ("auto", "never"))):
+        if value not in known:
+            raise ConfigError(f"{key} {value!r}: choose one of {', '.join(known)}")
+    if tr.select_metric and tr.select_metric not in {f"{m}@{k}" for m in ("recall", "ndcg") for k in e.ks}:
+        raise ConfigError(f"train.select_metric {tr.select_metric!r}: choose recall@K or ndcg@K with K in eval.ks")
+    if tr.model == "sid_gpt" and tr.d_model % tr.num_heads:
+        raise ConfigError(f"train.d_model ({tr.d_model}) must be a multiple of train.num_heads for sid_gpt")
+    sr = tr.sasrec
+    if min(sr.d_model, sr.d_ff, sr.num_layers, sr.num_heads, sr.max_len) < 1 or sr.d_model % sr.num_heads:
+        raise ConfigError("train.sasrec sizes must be positive, d_model a multiple of num_heads")
     # data.dataset is checked where the layouts are known: jobs/sources/datasets.py.

@@ -277,9 +277,29 @@ SID_MAP_VERSIONS = TableSpec(
     allowed_values={"mode": MAP_MODES},
 )
 
+RECOMMENDATIONS = TableSpec(
+    name="recommendations",
+    doc=("Batch recommendations of the champion recommender: for every user with a test split, the top "
+         "train.recommend_k active catalogue items to show next, scored on their whole known history. "
+         "One partition per as_of_date; a rerun for a date replaces that date's partition only."),
+    columns=(
+        Column("user_id", "string", False),
+        Column("rank", "int", False, "1 = best."),
+        Column("item_id", "string", False, "An active item of item_sid."),
+        Column("sid", "string", False, "The item's SID in the map the recommendations were made with."),
+        Column("score", "double", False, "The model's score, higher is better (a logit, a beam's log-probability per SID token, or a count)."),
+        Column("model", "string", False, "The registered model, e.g. genrec-recommender-sid-gpt."),
+        Column("model_version", "string", False, "Its MLflow version (the champion's at the time)."),
+        Column("map_version", "string", False, "The published map the item ids and SIDs come from."),
+        Column("as_of_date", "date", False, "The logical date of the run."),
+    ),
+    partition_by=("as_of_date",),
+    unique=(("as_of_date", "user_id", "rank"), ("as_of_date", "user_id", "item_id")),
+)
+
 # Contracts of landed files (not Delta tables); the adapters and the generator write them.
 RAW_CONTRACTS = (RAW_EVENTS, RAW_ITEMS)
 
 ALL_TABLES = (ITEMS, INTERACTIONS_CLEAN, INTERACTIONS_QUARANTINE, INGEST_AUDIT, USER_SEQUENCES,
-              ITEM_EMBEDDINGS, ITEM_SID_STAGED, ITEM_SID, SID_MAP_VERSIONS)
+              ITEM_EMBEDDINGS, ITEM_SID_STAGED, ITEM_SID, SID_MAP_VERSIONS, RECOMMENDATIONS)
 BY_NAME = {t.name: t for t in ALL_TABLES}

@@ -70,3 +70,20 @@ def _reference_metrics(ranked: np.ndarray, targets: np.ndarray, ks: Iterable[int
         report[f"recall@{k}"] = hits / n
         report[f"ndcg@{k}"] = gain / n
     return report
+
+
+EXCLUDED = ".excl"  # suffix of a metric whose ranking left the user's history items out
+
+
+def evaluate(recommender, histories: list[np.ndarray], targets: np.ndarray, ks: Iterable[int], *,
+             num_beams: int, batch_size: int, device: str, progress=None) -> dict[str, float]:
+    """Full-catalogue metrics of `recommender` (genrec_core.model.recommenders) in both settings:
+    "recall@k" keeps the user's history items in the ranking (as TIGER's beam search does),
+    "recall@k.excl" ranks them out (as RecBole does); plus the share of beams that decoded to no item."""
+    ks = tuple(ks)
+    ranking = recommender.rank(histories, max(ks), num_beams=num_beams, batch_size=batch_size, device=device,
+                               progress=progress)
+    report = ranking_report(ranking.kept, targets, ks)
+    report.update({k + EXCLUDED: v for k, v in ranking_report(ranking.excluded, targets, ks).items()})
+    report["invalid_beam_share"] = ranking.invalid_share
+    return report

@@ -162,7 +162,7 @@ def digest(tok: Tokenizer) -> str:
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 
-def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     """An .npz that np.load reads, with members in sorted order and no timestamps."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
@@ -177,7 +177,7 @@ def to_files(tok: Tokenizer, meta: dict[str, Any] | None = None) -> dict[str, by
     """{file name: bytes}: codebooks.npz and tokenizer.json (header plus caller metadata)."""
     arrays, header = tok.state()
     text = json.dumps({**(meta or {}), **header}, indent=2, sort_keys=True)
-    return {ARRAYS_FILE: _npz_bytes(arrays), HEADER_FILE: text.encode("utf-8")}
+    return {ARRAYS_FILE: npz_bytes(arrays), HEADER_FILE: text.encode("utf-8")}
 
 
 def from_files(files: dict[str, bytes]) -> Tokenizer:

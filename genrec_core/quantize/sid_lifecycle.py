@@ -210,3 +210,30 @@ def decide_mode(requested: str, evidence: Evidence, refit_new_share: float, drif
     return "assign", (f"no drift trigger fired: {e.n_new} item(s) to place, assigned share "
                       f"{e.assigned_share:.1%}, new-item collision rate {e.new_collision_rate:.3f} "
                       f"(expected {e.expected_collision_rate:.3f})")
+
+
+def vocabulary_kept(manifest: dict[str, dict], ancestor: str, descendant: str) -> tuple[bool, str]:
+    """Whether a model trained on map `ancestor` still reads `descendant`'s SID tokens the same way:
+    every map from the ancestor down is an assign (the same tokenizer) or an aligned refit (codes
+    renamed to the published ones), and the level sizes never changed.
+
+    manifest: map_version -> {"mode", "parent_map_version", "align" (bool), "level_sizes" (list)}.
+    Returns (kept, reason)."""
+    if ancestor == descendant:
+        return True, "same map"
+    chain, at = [], descendant
+    while at != ancestor:
+        row = manifest.get(at)
+        if row is None or row.get("parent_map_version") is None:
+            return False, f"map {ancestor} is not an ancestor of map {descendant}"
+        chain.append(at)
+        at = row["parent_map_version"]
+        if len(chain) > len(manifest):
+            return False, "the map lineage has a cycle"
+    for version in chain:
+        row, parent = manifest[version], manifest[manifest[version]["parent_map_version"]]
+        if list(row["level_sizes"]) != list(parent["level_sizes"]):
+            return False, f"map {version} changed the SID level sizes"
+        if row["mode"] == "refit" and not row.get("align", False):
+            return False, f"map {version} is a refit without alignment"
+    return True, f"{len(chain)} map(s) since, each an assign or an aligned refit"

@@ -19,6 +19,8 @@ app = typer.Typer(help="genrec: Semantic IDs and a generative recommender, as a 
 
 HOME_HELP = "Folder holding lakehouse/ and mlruns/ (default: current folder; env GENREC_HOME)."
 PROFILE_HELP = "Config profile: demo (default), tiny (tests), cpu (real data, small budget), gpu."
+MODEL_HELP = ("Recommender to train: sid_gpt (decoder-only over SID tokens, default), tiger (T5 "
+              "encoder-decoder), sasrec (item-id baseline) or popularity; each is its own MLflow model.")
 SET_HELP = "Override one config key, e.g. --set train.max_steps=200 (repeatable)."
 CONFIG_HELP = "A TOML or JSON file with config sections (unknown keys are errors)."
 TOKENIZER_HELP = "Quantizer: " + registry.describe(registry.quantizer_summaries(), TokenizeConfig.quantizer) + "."
@@ -104,6 +106,7 @@ def run(dataset: Optional[str] = typer.Option(None, "--dataset", help=DATASET_HE
         embedder: Optional[str] = typer.Option(None, "--embedder", help=EMBEDDER_HELP),
         collisions: Optional[str] = typer.Option(None, "--collisions", help=COLLISIONS_HELP),
         mode: Optional[str] = typer.Option(None, "--mode", help=MODE_HELP),
+        model: Optional[str] = typer.Option(None, "--model", help=MODEL_HELP),
         accept_churn: bool = typer.Option(False, "--accept-churn", help=ACCEPT_CHURN_HELP),
         logical_date: Optional[str] = typer.Option(None, "--logical-date", help=LOGICAL_DATE_HELP),
         home: Optional[Path] = typer.Option(None, help=HOME_HELP)):
@@ -122,7 +125,8 @@ def run(dataset: Optional[str] = typer.Option(None, "--dataset", help=DATASET_HE
     choices = tuple(f"{key}={value}" for key, value in (("tokenize.quantizer", tokenizer),
                                                          ("embed.embedder", embedder),
                                                          ("tokenize.collisions", collisions),
-                                                         ("tokenize.mode", mode)) if value)
+                                                         ("tokenize.mode", mode),
+                                                         ("train.model", model)) if value)
     choices += ("gate.accept_churn=true",) if accept_churn else ()
     cfg = _config(profile, config, dataset, set_, choices)
     _check_dataset(cfg)
@@ -185,6 +189,31 @@ def ingest(date_: Optional[str] = typer.Option(None, "--date", help=(
 
 
 @app.command()
+def recommend(model: Optional[str] = typer.Option(None, "--model", help=MODEL_HELP),
+              logical_date: Optional[str] = typer.Option(None, "--logical-date", help=LOGICAL_DATE_HELP),
+              profile: str = typer.Option("demo", help=PROFILE_HELP),
+              config: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP, exists=True),
+              set_: List[str] = typer.Option([], "--set", help=SET_HELP),
+              home: Optional[Path] = typer.Option(None, help=HOME_HELP)):
+    """The recommend stage alone: the champion of the chosen recommender scores every user with a test
+    split on Spark executors and writes train.recommend_k active items each to genrec.recommendations,
+    in the partition of the logical date (today by default). A rerun for a date replaces only that date.
+
+    Example: genrec sql "SELECT * FROM genrec.recommendations WHERE user_id = '1' ORDER BY rank"
+    """
+    from jobs.stages import pipeline
+
+    _home(home)
+    cfg = _config(profile, config, None, set_, (f"train.model={model}",) if model else ())
+    ctx = pipeline.make_context(cfg, _logical_time(logical_date))
+    _run_stages(ctx, ("recommend",))
+    r = ctx.results["recommend"]
+    typer.echo(f"recommendations for {r['as_of_date']}: {r['users']:,} users x {cfg.train.recommend_k} items = "
+               f"{r['rows']:,} rows from {r['model']} v{r['model_version']} on map {r['map_version']} "
+               f"({r['users_with_test_split']:,} users have a test split; {r['seconds']:.1f} s)")
+
+
+@app.command()
 def sql(query: str = typer.Argument(..., help="Spark SQL, e.g. \"SELECT * FROM genrec.item_sid LIMIT 5\"."),
         limit: int = typer.Option(50, help="Rows to print."),
         output: str = typer.Option("table", help="table (for people) or csv (for scripts)."),
@@ -218,6 +247,36 @@ def sql(query: str = typer.Argument(..., help="Spark SQL, e.g. \"SELECT * FROM g
         Console(width=200).print(table)
     if len(rows) > limit:
         typer.echo(f"(showing the first {limit} rows; use --limit for more)", err=True)
+
+
+@app.command()
+def models(home: Optional[Path] = typer.Option(None, help=HOME_HELP)):
+    """List the registered tokenizer and recommender versions: aliases (champion, challenger), test and
+    validation Recall@10 / NDCG@10, the map version and the data version each was trained on.
+
+    Load one with MLflow alone, e.g. mlflow.pyfunc.load_model("models:/genrec-tokenizer@champion").
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from jobs.lake import mlflow_models
+    from jobs.lake.settings import load_settings
+
+    _home(home)
+    rows = mlflow_models.list_versions(mlflow_models.client(load_settings()))
+    if not rows:
+        typer.echo("no registered models yet: run `genrec run` first")
+        return
+    table = Table(title="Registered models")
+    numeric = ("version", "recall@10", "ndcg@10", "valid recall@10")
+    for col in ("model", "version", "aliases", "recall@10", "ndcg@10", "valid recall@10", "map version",
+                "data version", "created"):
+        table.add_column(col, justify="right" if col in numeric else "left")
+    fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+    for r in rows:
+        table.add_row(r["model"], r["version"], r["aliases"] or "-", fmt(r["recall@10"]), fmt(r["ndcg@10"]),
+                      fmt(r["valid_recall@10"]), r["map_version"] or "-", r["data_version"] or "-", r["created"])
+    Console(width=200).print(table)
 
 
 @app.command("config")

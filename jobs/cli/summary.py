@@ -60,13 +60,19 @@ def render(ctx: RunContext) -> None:
 
     if "train" in results:
         r = results["train"]
-        rec = Table(title=f"Recommender genrec-recommender v{r['model_version']} "
-                          f"(item_sid v{r['item_sid_version']}{', reused' if not r['trained'] else ''})")
+        rec = Table(title=f"Recommender {r['registered_model']} v{r['model_version']} [{r.get('alias', '-')}] "
+                          f"(item_sid v{r['item_sid_version']}{', reused' if not r['trained'] else ''}); "
+                          f"'.excl': the user's history ranked out")
         rec.add_column("metric")
         rec.add_column("value", justify="right")
         for k, v in sorted(r["metrics"].items()):
             rec.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
         console.print(rec)
+
+    if "recommend" in results:
+        r = results["recommend"]
+        console.print(f"Recommendations for {r['as_of_date']}: {r['users']:,} users, {r['rows']:,} rows from "
+                      f"{r['model']} v{r['model_version']} (map {r['map_version']})")
 
     times = Table(title="Stage wall time")
     times.add_column("stage")

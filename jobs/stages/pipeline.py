@@ -8,7 +8,7 @@ from typing import Optional
 from jobs.lake.clock import timed
 from jobs.stages.context import RunContext
 
-STAGES = ("ingest", "sequences", "embed", "tokenize", "gate", "publish", "train")
+STAGES = ("ingest", "sequences", "embed", "tokenize", "gate", "publish", "train", "recommend")
 
 
 def _encoder(ctx: RunContext) -> str:
@@ -24,7 +24,7 @@ def _tokenize_result(ctx: RunContext) -> dict:
 
 
 def run_stage(ctx: RunContext, name: str) -> dict:
-    from jobs.stages import embed, gate, ingest, publish, sequences, tokenize, train
+    from jobs.stages import embed, gate, ingest, publish, recommend, sequences, tokenize, train
 
     dispatch: dict[str, Callable[[], dict]] = {
         "ingest": lambda: ingest.main(ctx, ctx.partition_date),
@@ -34,6 +34,7 @@ def run_stage(ctx: RunContext, name: str) -> dict:
         "gate": lambda: gate.main(ctx, _tokenize_result(ctx)),
         "publish": lambda: publish.main(ctx, _tokenize_result(ctx)),
         "train": lambda: train.main(ctx),
+        "recommend": lambda: recommend.main(ctx),
     }
     if name not in dispatch:
         raise ValueError(f"unknown stage {name!r}; stages are {', '.join(STAGES)}")
@@ -44,17 +45,19 @@ def run_stage(ctx: RunContext, name: str) -> dict:
 
 def expected_failures() -> tuple[type[Exception], ...]:
     """The errors a stage raises for bad input or a failed check: reported as a message, not a traceback."""
+    from genrec_core.model.recommenders import SpecMismatch
     from genrec_core.quantize.sid_lifecycle import AlignmentUnsupported, ModeError
     from jobs.lake.audit import AccountingError
     from jobs.sources.adapters import AdapterError
     from jobs.sources.datasets import DatasetError
     from jobs.stages.gate import GateFailed
     from jobs.stages.ingest import CheckpointFailed
+    from jobs.stages.recommend import NoChampion
     from jobs.stages.tokenize import UnplacedItems
     from jobs.transforms.kcore_filter import KCoreNotConverged
 
     return (AccountingError, AdapterError, DatasetError, GateFailed, CheckpointFailed, UnplacedItems,
-            KCoreNotConverged, ModeError, AlignmentUnsupported)
+            KCoreNotConverged, ModeError, AlignmentUnsupported, NoChampion, SpecMismatch)
 
 
 def make_context(config, logical_time: Optional[datetime] = None) -> RunContext:

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from jobs.lake import delta_io, mlflow_models, views
-from jobs.lake.tokenizer_files import read_header
+from jobs.lake.tokenizer_files import read_header, read_tokenizer
 from jobs.stages.context import RunContext
 from jobs.stages.gate import churn_check
 from schemas import tables as S
@@ -58,6 +58,7 @@ def main(ctx: RunContext, tokenize_result: dict) -> dict:
         from genrec_core.quantize.metrics import SIDReport
         from genrec_core.quantize.report import flat_metrics
 
+        tok = read_tokenizer(Path(tokenize_result["tokenizer_dir"]))
         flat = {**flat_metrics(SIDReport.from_dict(metrics["report"])),
                 **{k: metrics[k] for k in ("moved", "collision_rate_all", "unique_sids_after")}}
         tok_version, _ = mlflow_models.register_folder(
@@ -67,7 +68,14 @@ def main(ctx: RunContext, tokenize_result: dict) -> dict:
                     **{f"tokenize.{k}": v for k, v in ctx.config.to_dict()["tokenize"].items()}},
             metrics=flat, tags={"map_version": map_version, "quantizer": ctx.config.tokenize.quantizer,
                                 "collisions": ctx.config.tokenize.collisions},
-            run_name=f"tokenizer-{map_version}")
+            run_name=f"tokenizer-{map_version}", code="tokenizer",
+            signature=mlflow_models.tokenizer_signature(tok.dim, tok.levels))
+        # The recommender trained on this map decides whether it becomes champion (train stage);
+        # until then it is the challenger, or the champion when there is none.
+        if mlflow_models.alias_version(c, mlflow_models.TOKENIZER_MODEL, mlflow_models.CHAMPION) is None:
+            c.set_registered_model_alias(mlflow_models.TOKENIZER_MODEL, mlflow_models.CHAMPION, tok_version)
+        else:
+            c.set_registered_model_alias(mlflow_models.TOKENIZER_MODEL, mlflow_models.CHALLENGER, tok_version)
 
     staged = delta_io.read(spark, settings, S.ITEM_SID_STAGED).withColumn("tokenizer_version", F.lit(tok_version))
     sid_version = delta_io.merge_upsert(spark, settings, S.ITEM_SID, staged, ("item_id",), delete_missing=True)

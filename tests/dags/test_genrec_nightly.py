@@ -27,7 +27,9 @@ def dag(airflow_db):
 
 
 def test_structure(dag):
-    assert {t.task_id for t in dag.tasks} == {"ingest", "sequences", "embed", "tokenize", "gate", "publish", "train"}
+    assert {t.task_id for t in dag.tasks} == {"ingest", "sequences", "embed", "tokenize", "gate", "publish", "train",
+                                              "recommend"}
+    assert dag.get_task("recommend").upstream_task_ids == {"train"}
     assert dag.get_task("gate").upstream_task_ids == {"tokenize"}
     assert dag.get_task("train").upstream_task_ids == {"publish", "sequences"}
     assert dag.doc_md and dag.params["profile"] == "demo"

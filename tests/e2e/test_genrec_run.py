@@ -11,7 +11,7 @@ import pytest
 
 pytestmark = pytest.mark.e2e
 TABLES = ("items", "interactions_clean", "interactions_quarantine", "ingest_audit", "user_sequences",
-          "item_embeddings", "item_sid_staged", "item_sid", "sid_map_versions")
+          "item_embeddings", "item_sid_staged", "item_sid", "sid_map_versions", "recommendations")
 
 
 def genrec(home, *args, timeout=900) -> str:
@@ -63,10 +63,142 @@ def test_models_registered(first_run, home):
     from mlflow import MlflowClient
 
     mlflow.set_tracking_uri(f"sqlite:///{home / 'mlruns' / 'mlflow.db'}")
-    names = {m.name for m in MlflowClient().search_registered_models()}
-    assert {"genrec-tokenizer", "genrec-recommender"} <= names
-    rec = MlflowClient().search_model_versions("name='genrec-recommender'")[0]
-    assert rec.tags["item_sid_version"].isdigit()
+    c = MlflowClient()
+    names = {m.name for m in c.search_registered_models()}
+    assert {"genrec-tokenizer", "genrec-recommender-sid-gpt"} <= names
+    rec = c.search_model_versions("name='genrec-recommender-sid-gpt'")[0]
+    assert rec.tags["item_sid_version"].isdigit() and rec.tags["data_version"]
+    assert c.get_model_version_by_alias("genrec-recommender-sid-gpt", "champion").version == rec.version
+    assert c.get_model_version_by_alias("genrec-tokenizer", "champion")
+    artifacts = {a.path for a in c.list_artifacts(rec.run_id)}
+    assert "learning_curve.png" in artifacts
+    assert [m.step for m in c.get_metric_history(rec.run_id, "valid_recall_at_10")]  # a curve, step-indexed
+
+
+LOAD_WITH_MLFLOW_ONLY = """
+import json, sys
+import mlflow
+import numpy as np
+mlflow.set_tracking_uri(sys.argv[1])
+dim, history = int(sys.argv[2]), json.loads(sys.argv[3])
+codes = mlflow.pyfunc.load_model("models:/genrec-tokenizer@champion").predict(
+    np.random.default_rng(0).normal(size=(4, dim)).astype("float32"))
+import pandas as pd
+top = mlflow.pyfunc.load_model("models:/genrec-recommender-sid-gpt@champion").predict(
+    pd.DataFrame({"history": [history]}), params={"k": 5})["items"].tolist()
+print(json.dumps({"codes": np.asarray(codes).tolist(), "top": top}))
+"""
+
+
+def test_registered_models_load_with_mlflow_alone(first_run, home):
+    """A fresh process with no genrec import at the call site loads both champions through MLflow."""
+    import json
+
+    dim = int(list(csv.reader(io.StringIO(genrec(home, "sql", "SELECT max(dim) FROM genrec.item_embeddings",
+                                                 "--output", "csv"))))[1][0])
+    raw = list(csv.reader(io.StringIO(genrec(home, "sql", "SELECT to_json(item_ids) FROM genrec.user_sequences "
+                                             "WHERE split = 'test' ORDER BY user_id LIMIT 1", "--output", "csv"))))
+    history = json.loads(raw[1][0])
+    proc = subprocess.run([sys.executable, "-c", LOAD_WITH_MLFLOW_ONLY, f"sqlite:///{home / 'mlruns' / 'mlflow.db'}",
+                           str(dim), json.dumps(history)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"})
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert np_shape(out["codes"])[0] == 4 and len(out["top"]) == 1 and len(out["top"][0]) == 5
+    catalogue = {r[0] for r in csv.reader(io.StringIO(genrec(home, "sql", "SELECT item_id FROM genrec.item_sid",
+                                                             "--limit", "100000", "--output", "csv")))}
+    assert set(out["top"][0]) <= catalogue
+
+
+def np_shape(rows) -> tuple[int, int]:
+    return len(rows), len(rows[0])
+
+
+def test_baselines_and_a_challenger(first_run, home):
+    """popularity and sasrec train in the same harness as their own models; a model that does not beat
+    the champion by train.promote_margin becomes the challenger, and `genrec models` lists them all."""
+    for model in ("popularity", "sasrec"):
+        out = genrec(home, "run", "--profile", "tiny", "--stages", "train", "--model", model)
+        assert f"genrec-recommender-{model}" in out and "recall@10.excl" in out
+    out = genrec(home, "run", "--profile", "tiny", "--stages", "train", "--set", "train.max_steps=3",
+                 "--set", "train.promote_margin=1.0")
+    assert "is the challenger" in out and "does not beat champion" in out
+    assert "warm start from genrec-recommender-sid-gpt v1 (the champion): same map" in out
+    listing = genrec(home, "models")
+    for name in ("genrec-tokenizer", "genrec-recommender-sid-gpt", "genrec-recommender-popularity",
+                 "genrec-recommender-sasrec", "champion", "challenger"):
+        assert name in listing
+
+
+def one_row(home, query: str) -> list[str]:
+    return list(csv.reader(io.StringIO(genrec(home, "sql", query, "--output", "csv"))))[1]
+
+
+def test_recommendations_table_contract(first_run, home):
+    """One partition per as_of_date with k ranked active items for every user with a test split; the
+    README's Spark SQL example runs; a rerun for the same date replaces exactly that partition."""
+    from schemas.tables import RECOMMENDATIONS
+
+    cols = list(csv.reader(io.StringIO(genrec(home, "sql", "SELECT * FROM genrec.recommendations LIMIT 1",
+                                              "--output", "csv"))))[0]
+    assert cols == RECOMMENDATIONS.column_names
+    test_users = int(one_row(home, "SELECT count(DISTINCT user_id) FROM genrec.user_sequences WHERE split = 'test'")[0])
+    users, rows, dupes, inactive, bad_rank = map(int, one_row(home, """
+        SELECT count(DISTINCT r.user_id), count(*),
+               count(*) - count(DISTINCT r.user_id, r.rank),
+               sum(CASE WHEN s.status = 'active' AND s.sid = r.sid THEN 0 ELSE 1 END),
+               sum(CASE WHEN r.rank BETWEEN 1 AND 10 THEN 0 ELSE 1 END)
+        FROM genrec.recommendations r LEFT JOIN genrec.item_sid s ON r.item_id = s.item_id"""))
+    assert users == test_users > 0 and rows <= 10 * users and dupes == inactive == bad_rank == 0
+    example = genrec(home, "sql", README_RECOMMENDATIONS_SQL)
+    assert "item_id" in example
+    before = genrec(home, "sql", "SELECT * FROM genrec.recommendations ORDER BY user_id, rank", "--limit", "100000",
+                    "--output", "csv")
+    day = one_row(home, "SELECT max(as_of_date) FROM genrec.recommendations")[0]
+    genrec(home, "recommend", "--profile", "tiny", "--logical-date", day)
+    genrec(home, "recommend", "--profile", "tiny", "--logical-date", "2031-01-01")
+    per_day = dict(csv.reader(io.StringIO(genrec(home, "sql", "SELECT as_of_date, count(*) FROM "
+                                                 "genrec.recommendations GROUP BY 1", "--output", "csv"))))
+    assert per_day[day] == per_day["2031-01-01"] == str(rows)
+    again = genrec(home, "sql", f"SELECT * FROM genrec.recommendations WHERE as_of_date = '{day}' "
+                   "ORDER BY user_id, rank", "--limit", "100000", "--output", "csv")
+    assert again == before
+
+
+README_RECOMMENDATIONS_SQL = """
+SELECT r.user_id, r.rank, r.item_id, r.sid, i.title
+FROM genrec.recommendations r JOIN genrec.items i USING (item_id)
+WHERE r.as_of_date = (SELECT max(as_of_date) FROM genrec.recommendations)
+ORDER BY r.user_id, r.rank LIMIT 20"""
+
+
+def test_a_killed_training_resumes_from_its_checkpoint(first_run, home):
+    """kill -9 mid-training, then the same command again: it resumes from the last checkpoint, finishes,
+    registers, and removes the checkpoint."""
+    import json
+    import time
+
+    args = ["run", "--profile", "tiny", "--stages", "train", "--set", "train.max_steps=200", "--set",
+            "train.eval_every=10", "--set", "train.patience=1000", "--set", "train.warm_start=never",
+            "--set", "train.promote_margin=1.0"]
+    env = {**os.environ, "GENREC_HOME": str(home), "COLUMNS": "200"}
+    proc = subprocess.Popen([sys.executable, "-m", "jobs.cli", *args], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline, step = time.monotonic() + 600, 0
+    while time.monotonic() < deadline and proc.poll() is None and step < 20:
+        for state in (home / "checkpoints").glob("*/state.json"):
+            try:
+                step = json.loads(state.read_text())["state"]["step"]
+            except (OSError, ValueError):
+                pass
+        time.sleep(0.5)
+    proc.kill()
+    proc.wait()
+    assert 20 <= step < 200, f"no mid-training checkpoint seen (last step {step})"
+    out = genrec(home, *args)
+    assert "resuming sid_gpt from step" in out
+    resumed = int(out.split("resuming sid_gpt from step ")[1].split()[0])
+    assert resumed >= 20 and not list((home / "checkpoints").glob("*/state.json"))
 
 
 def test_second_run_changes_nothing(first_run, home):

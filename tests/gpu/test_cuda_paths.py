@@ -19,29 +19,25 @@ def test_text_embeddings_match_cpu_within_fp16_tolerance():
     assert (np.einsum("ij,ij->i", cpu, gpu) > 0.999).all()
 
 
-def test_recommender_trains_and_decodes_on_cuda():
+@pytest.mark.parametrize("kind", ["sid_gpt", "tiger", "sasrec"])
+def test_recommender_trains_and_decodes_on_cuda(kind):
     import dataclasses
 
     from genrec_core.config import load_config
+    from genrec_core.model import recommenders as R
     from genrec_core.model.sid_vocab import SidVocab
-    from genrec_core.model.tiger import (
-        build_model,
-        make_training_pairs,
-        recommend,
-        train,
-    )
-    from genrec_core.model.trie import SidTrie
+    from genrec_core.model.training import LoopConfig, fit
 
-    cfg = dataclasses.replace(load_config("tiny").train, max_steps=30)
+    cfg = dataclasses.replace(load_config("tiny").train, model=kind)
     vocab = SidVocab((4, 4, 2))
-    codes = np.array([[a, b, 0] for a in range(4) for b in range(4)])
-    tokens = vocab.codes_to_tokens(codes)
+    tokens = vocab.codes_to_tokens(np.array([[a, b, 0] for a in range(4) for b in range(4)]))
     seqs = [np.array([(i + j) % 16 for j in range(6)]) for i in range(16)]
-    model = build_model(vocab, cfg, seed=0)
-    result = train(model, make_training_pairs(seqs, 5), tokens, cfg, seed=0, device="cuda")
-    assert result.steps == 30
-    ranked = recommend(model, [s[:-1] for s in seqs], tokens, SidTrie(tokens), k=5, num_beams=8,
-                       batch_size=8, max_history=5, device="cuda")
+    rec = R.build(R.make_spec(cfg, vocab.level_sizes, 16, "m"), tokens, 0)
+    loop = LoopConfig(batch_size=8, learning_rate=3e-3, weight_decay=0.0, warmup_steps=5, max_steps=30,
+                      max_minutes=5.0, eval_every=30, patience=1)
+    state, _ = fit(rec.module, rec.loss, rec.examples(seqs), loop, seed=0, device="cuda")
+    assert state.step == 30
+    ranked = rec.rank([s[:-1] for s in seqs], 5, num_beams=8, batch_size=8, device="cuda").kept
     assert ranked.shape == (16, 5) and ((ranked >= 0) & (ranked < 16)).all()
 
 

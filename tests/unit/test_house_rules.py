@@ -19,6 +19,8 @@ ALLOWED = {
     "jobs/sources": {"jobs/sources", "jobs/lake"},
     "jobs/stages": {"jobs/stages", "jobs/lake", "jobs/transforms", "jobs/sources"},
     "jobs/cli": {"jobs/cli", "jobs/stages", "jobs/lake", "jobs/sources", "jobs/transforms"},
+    # MLflow pyfunc wrappers: they run inside mlflow.pyfunc.load_model, reading a registered folder.
+    "jobs/serving": {"jobs/serving", "jobs/lake"},
     "dags": {"jobs/stages"},
     "jobs": set(),
     "genrec_core": set(),

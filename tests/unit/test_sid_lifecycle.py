@@ -188,3 +188,20 @@ def test_explicit_modes():
     for evidence in (Evidence(has_map=False), _evidence(overflow=1), _evidence(incompatible="x")):
         with pytest.raises(ModeError, match="--mode refit or auto"):
             decide_mode("assign", evidence, 0.2, 1.5)
+
+
+def test_vocabulary_is_kept_through_assigns_and_aligned_refits_only():
+    from genrec_core.quantize.sid_lifecycle import vocabulary_kept
+
+    sizes = [8, 8, 4]
+    manifest = {"a": {"parent_map_version": None, "mode": "refit", "align": True, "level_sizes": sizes},
+                "b": {"parent_map_version": "a", "mode": "assign", "align": True, "level_sizes": sizes},
+                "c": {"parent_map_version": "b", "mode": "refit", "align": True, "level_sizes": sizes},
+                "d": {"parent_map_version": "c", "mode": "refit", "align": False, "level_sizes": sizes},
+                "e": {"parent_map_version": "c", "mode": "refit", "align": True, "level_sizes": [8, 8, 5]},
+                "x": {"parent_map_version": None, "mode": "refit", "align": True, "level_sizes": sizes}}
+    assert vocabulary_kept(manifest, "a", "a") == (True, "same map")
+    assert vocabulary_kept(manifest, "a", "c")[0]
+    assert vocabulary_kept(manifest, "a", "d") == (False, "map d is a refit without alignment")
+    assert vocabulary_kept(manifest, "b", "e") == (False, "map e changed the SID level sizes")
+    assert vocabulary_kept(manifest, "x", "c") == (False, "map x is not an ancestor of map c")

@@ -9,9 +9,9 @@ import torch
 from transformers import LogitsProcessorList
 
 from genrec_core.config import TrainConfig
-from genrec_core.model import tiger
+from genrec_core.model import recommenders, tiger
 from genrec_core.model.sid_vocab import EOS, PAD, SidVocab
-from genrec_core.model.trie import SidTrie
+from genrec_core.model.training import LoopConfig, fit
 
 N_ITEMS = 30
 TINY = TrainConfig(d_model=32, d_ff=64, num_layers=1, num_decoder_layers=1, num_heads=2, d_kv=16,
@@ -46,13 +46,24 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
+def _tiger(cfg: TrainConfig, seed: int):
+    vocab, tokens = _catalogue()
+    spec = recommenders.make_spec(dataclasses.replace(cfg, model="tiger"), vocab.level_sizes, N_ITEMS, "m")
+    return recommenders.build(spec, tokens, seed)
+
+
+def _loop(cfg: TrainConfig) -> LoopConfig:
+    return LoopConfig(batch_size=cfg.batch_size, learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay,
+                      warmup_steps=cfg.warmup_steps, max_steps=cfg.max_steps, max_minutes=cfg.max_minutes,
+                      eval_every=cfg.max_steps, patience=1)
+
+
 @pytest.fixture(scope="module")
 def trained(_one_thread):
-    vocab, tokens = _catalogue()
-    pairs = tiger.make_training_pairs(_successor_sequences(60, seed=0), TINY.max_history)
-    model = tiger.build_model(vocab, TINY, seed=0)
-    result = tiger.train(model, pairs, tokens, TINY, seed=0, device="cpu")
-    return model, tokens, SidTrie(tokens), result
+    rec = _tiger(TINY, seed=0)
+    examples = rec.examples(_successor_sequences(60, seed=0))
+    state, _ = fit(rec.module, rec.loss, examples, _loop(TINY), seed=0, device="cpu")
+    return rec.module, rec.item_tokens, rec.trie, state, rec
 
 
 def test_make_training_pairs():
@@ -81,21 +92,19 @@ def test_build_model_matches_config_and_seed():
 
 
 def test_learns_successor_task(trained):
-    model, tokens, trie, result = trained
-    assert result.steps == TINY.max_steps and result.stopped_by == "max_steps"
-    assert result.mean_loss_last_100 < 1.0
-    ranked = tiger.recommend(model, _eval_histories(), tokens, trie, k=5, num_beams=10, batch_size=16,
-                             max_history=TINY.max_history, device="cpu")
+    model, tokens, trie, state, rec = trained
+    assert state.step == TINY.max_steps and state.stopped_by == "max_steps"
+    assert state.curve[-1]["train_loss"] < 1.0
+    ranked = rec.rank(_eval_histories(), 5, num_beams=10, batch_size=16, device="cpu").kept
     targets = (np.arange(N_ITEMS) + 1) % N_ITEMS
     assert (ranked[:, 0] == targets).mean() >= 0.6  # chance is 1/30
 
 
 def test_recommend_returns_valid_distinct_items(trained):
-    model, tokens, trie, _ = trained
+    *_, rec = trained
     rng = np.random.default_rng(5)
     histories = [rng.integers(0, N_ITEMS, size=rng.integers(0, 9)) for _ in range(20)]
-    ranked = tiger.recommend(model, histories, tokens, trie, k=8, num_beams=8, batch_size=7,
-                             max_history=TINY.max_history, device="cpu")
+    ranked = rec.rank(histories, 8, num_beams=8, batch_size=7, device="cpu").kept
     assert ranked.shape == (20, 8)
     for row in ranked:
         assert ((row >= 0) & (row < N_ITEMS)).all()
@@ -105,10 +114,9 @@ def test_recommend_returns_valid_distinct_items(trained):
 def test_beam_ranking_equals_exact_scoring(trained):
     """With as many beams as items the search is exhaustive, so the ranking must follow the exact
     teacher-forced log-likelihood of each item's SID + EOS."""
-    model, tokens, trie, _ = trained
+    model, tokens, trie, *_ = trained
     histories = _eval_histories()[:6]
-    ranked = tiger.recommend(model, histories, tokens, trie, k=N_ITEMS, num_beams=N_ITEMS, batch_size=6,
-                             max_history=TINY.max_history, device="cpu")
+    ranked, _ = tiger.beam_items(model, histories, tokens, trie, N_ITEMS, 6, TINY.max_history, "cpu")
     labels = torch.from_numpy(np.concatenate([tokens, np.full((N_ITEMS, 1), EOS)], axis=1))
     for row, hist in zip(ranked, histories):
         ids, mask = tiger.encode_histories([hist] * N_ITEMS, tokens, TINY.max_history)
@@ -120,7 +128,7 @@ def test_beam_ranking_equals_exact_scoring(trained):
 
 
 def test_processor_matches_prefix_allowed_tokens_fn(trained):
-    model, tokens, trie, _ = trained
+    model, tokens, trie, *_ = trained
     ids, mask = tiger.encode_histories(_eval_histories()[:8], tokens, TINY.max_history)
     common = dict(input_ids=ids, attention_mask=mask, num_beams=6, num_return_sequences=6,
                   max_new_tokens=trie.num_levels + 1, early_stopping=True, do_sample=False)
@@ -133,52 +141,25 @@ def test_processor_matches_prefix_allowed_tokens_fn(trained):
 def test_small_catalogue_pads_with_minus_one():
     vocab = SidVocab((2, 2))
     tokens = vocab.codes_to_tokens(np.array([[0, 0], [0, 1], [1, 1]]))
-    model = tiger.build_model(vocab, TINY, seed=0)
-    ranked = tiger.recommend(model, [np.array([0, 1]), np.array([2])], tokens, SidTrie(tokens), k=5, num_beams=5,
-                             batch_size=4, max_history=3, device="cpu")
-    for row in ranked:
+    spec = recommenders.make_spec(dataclasses.replace(TINY, model="tiger", max_history=3), (2, 2), 3, "m")
+    rec = recommenders.build(spec, tokens, 0)
+    ranking = rec.rank([np.array([0, 1]), np.array([2])], 5, num_beams=5, batch_size=4, device="cpu")
+    for row, scores in zip(ranking.kept, ranking.kept_scores):
         assert sorted(row[:3].tolist()) == [0, 1, 2] and row[3:].tolist() == [-1, -1]
-    with pytest.raises(ValueError):
-        tiger.recommend(model, [np.array([0])], tokens, SidTrie(tokens), k=6, num_beams=5, batch_size=4,
-                        max_history=3, device="cpu")
+        assert np.isfinite(scores[:3]).all() and np.isneginf(scores[3:]).all()
+    assert ranking.invalid_share == pytest.approx(0.4)
 
 
-def _short_run(seed: int, cfg: TrainConfig, clock=None) -> tuple[tiger.TrainResult, torch.Tensor]:
-    vocab, tokens = _catalogue()
-    pairs = tiger.make_training_pairs(_successor_sequences(20, seed=1), cfg.max_history)
-    model = tiger.build_model(vocab, cfg, seed=seed)
-    kwargs = {"clock": clock} if clock else {}
-    result = tiger.train(model, pairs, tokens, cfg, seed=seed, device="cpu", **kwargs)
-    return result, model.shared.weight.detach().clone()
+def _short_run(seed: int, cfg: TrainConfig):
+    rec = _tiger(cfg, seed)
+    state, _ = fit(rec.module, rec.loss, rec.examples(_successor_sequences(20, seed=1)), _loop(cfg), seed=seed,
+                   device="cpu")
+    return state, rec.module.shared.weight.detach().clone()
 
 
 def test_training_is_deterministic_for_a_seed():
     cfg = dataclasses.replace(TINY, max_steps=4, dropout=0.1, batch_size=8)
     (r1, w1), (r2, w2) = _short_run(3, cfg), _short_run(3, cfg)
-    assert r1.final_loss == r2.final_loss and torch.equal(w1, w2)
+    assert r1.curve[-1]["train_loss"] == r2.curve[-1]["train_loss"] and torch.equal(w1, w2)
     r3, w3 = _short_run(4, cfg)
     assert not torch.equal(w1, w3)
-
-
-def test_wall_clock_budget_stops_training():
-    class FakeClock:
-        """Ten seconds pass on every reading."""
-        def __init__(self) -> None:
-            self.now = 0.0
-
-        def __call__(self) -> float:
-            self.now += 10.0
-            return self.now
-
-    cfg = dataclasses.replace(TINY, max_steps=1000, max_minutes=1.0, batch_size=8)
-    seen: list[tuple[int, float]] = []
-    vocab, tokens = _catalogue()
-    pairs = tiger.make_training_pairs(_successor_sequences(20, seed=1), cfg.max_history)
-    model = tiger.build_model(vocab, cfg, seed=0)
-    result = tiger.train(model, pairs, tokens, cfg, seed=0, device="cpu", clock=FakeClock(),
-                         progress=lambda step, loss: seen.append((step, loss)))
-    assert result.stopped_by == "max_minutes"
-    assert 1 <= result.steps < 10 and result.seconds >= 60.0
-    assert [s for s, _ in seen] == list(range(1, result.steps + 1))
-    assert result.final_loss == seen[-1][1]
-    assert result.epochs == pytest.approx(result.steps * 8 / len(pairs))

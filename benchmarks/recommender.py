@@ -1,0 +1,136 @@
+"""Recommenders on real data: popularity, SASRec and the generative SID model in one harness.
+
+For each dataset (Amazon Beauty, Yelp, Amazon Scientific under ../shared/data), one home publishes the
+`cpu` profile's SID map once; then every model trains on that map and the P5 leave-one-out split
+through `genrec run --stages train --model M` and is scored on all test users with full ranking, in
+both settings (history kept; history ranked out: ".excl"). Reported per model: Recall@5/10,
+NDCG@5/10 both ways, train seconds, epochs, eval users/s, and the validation curve (R@10 against
+minutes). The baseline measured in the same run is SASRec: each model's R@10 is also given as a
+ratio to it.
+
+Targets (Beauty, cpu profile, 2 cores): generative R@10 >= 0.0648 and N@10 >= 0.0384 with history
+kept (TIGER's published figures), SASRec R@10 >= 0.0790 and N@10 >= 0.0387 with history ranked out
+(RecBole 1.2.1 on this machine), SASRec in at most 30 minutes, every model in at most 60.
+
+Usage: python benchmarks/recommender.py [--datasets beauty,yelp,scientific] [--models popularity,sasrec,sid_gpt]
+       [--minutes sasrec=30,sid_gpt=60] [--out benchmarks/results/recommender.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+DATA = REPO.parent / "shared" / "data"
+DATASETS = {"beauty": ("p5", DATA / "amazon2014_p5" / "beauty"), "yelp": ("p5", DATA / "yelp_p5"),
+            "scientific": ("amazon2018", DATA / "amazon2018_scientific")}
+# The generative model is reported under "generative", as the issue's JSON layout names it.
+KEYS = {"sid_gpt": "generative", "tiger": "tiger_t5", "sasrec": "sasrec", "popularity": "popularity"}
+METRICS = ("recall@5", "recall@10", "ndcg@5", "ndcg@10")
+TARGETS = {"generative": {"recall@10": 0.0648, "ndcg@10": 0.0384},
+           "sasrec": {"recall@10.excl": 0.0790, "ndcg@10.excl": 0.0387}}
+
+
+def genrec(home: Path, *args: str) -> str:
+    env = {**os.environ, "GENREC_HOME": str(home), "COLUMNS": "200"}
+    proc = subprocess.run([sys.executable, "-m", "jobs.cli", *args], env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"genrec {' '.join(args)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+    return proc.stdout
+
+
+def model_result(home: Path, model: str) -> dict:
+    """Metrics and curve of the newest registered version of `model` in `home`."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from jobs.lake.mlflow_models import recommender_model, run_metrics
+
+    mlflow.set_tracking_uri(f"sqlite:///{home / 'mlruns' / 'mlflow.db'}")
+    c = MlflowClient()
+    version = max(c.search_model_versions(f"name='{recommender_model(model)}'"), key=lambda v: int(v.version))
+    metrics = run_metrics(c, version.run_id)
+    curve = json.loads(Path(mlflow.artifacts.download_artifacts(
+        run_id=version.run_id, artifact_path="model/artifacts/recommender/curve.json")).read_text())
+    keep = [m for m in METRICS] + [m + ".excl" for m in METRICS]
+    return {**{k: round(metrics[k], 4) for k in keep},
+            "train_seconds": round(metrics["train_seconds"], 1), "epochs": round(metrics["train_epochs"], 2),
+            "steps": int(metrics["train_steps"]), "best_step": int(metrics["best_step"]),
+            "eval_users": int(metrics["eval_users"]), "eval_users_per_s": round(metrics["eval_users_per_s"], 1),
+            "invalid_beam_share": round(metrics.get("invalid_beam_share", 0.0), 4),
+            "valid_curve": [{"minutes": round(p["minutes"], 2), "step": int(p["step"]),
+                             "valid_recall@10": round(p.get("valid_recall@10", float("nan")), 4)} for p in curve]}
+
+
+def main() -> None:
+    from benchmarks.machine import describe
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--datasets", default="beauty,yelp,scientific")
+    ap.add_argument("--models", default="popularity,sasrec,sid_gpt")
+    ap.add_argument("--minutes", default="sasrec=30,sid_gpt=60,tiger=60",
+                    help="training budget per model (train.max_minutes)")
+    ap.add_argument("--homes", type=Path, default=REPO / ".cache" / "bench" / "recommender")
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "recommender.json")
+    args = ap.parse_args()
+    load_at_start = os.getloadavg()[0]
+    budgets = dict(kv.split("=") for kv in args.minutes.split(",") if kv)
+    results: dict = {}
+    for name in args.datasets.split(","):
+        layout, path = DATASETS[name]
+        if not path.is_dir():
+            print(f"[bench-rec] {name}: {path} is absent, skipped")
+            continue
+        home = args.homes / name
+        home.mkdir(parents=True, exist_ok=True)
+        spec = f"{layout}:{path}"
+        start = time.monotonic()
+        genrec(home, "run", "--dataset", spec, "--profile", "cpu", "--stages",
+               "ingest,sequences,embed,tokenize,gate,publish")
+        results[name] = {"map_seconds": round(time.monotonic() - start, 1)}
+        for model in args.models.split(","):
+            sets = ["--set", f"train.max_minutes={budgets[model]}"] if model in budgets else []
+            start = time.monotonic()
+            genrec(home, "run", "--dataset", spec, "--profile", "cpu", "--stages", "train", "--model", model, *sets)
+            row = model_result(home, model)
+            row["stage_seconds"] = round(time.monotonic() - start, 1)
+            row["budget_minutes"] = float(budgets.get(model, 0))
+            results[name][KEYS[model]] = row
+            print(f"[bench-rec] {name} {model}: " + ", ".join(f"{k} {row[k]}" for k in METRICS + ("recall@10.excl",))
+                  + f", train {row['train_seconds']} s")
+        base = results[name].get("sasrec", {}).get("recall@10.excl")
+        for key, row in results[name].items():
+            if isinstance(row, dict) and base:
+                row["recall@10.excl_vs_sasrec"] = round(row["recall@10.excl"] / base, 3)
+    checks = {}
+    for key, targets in TARGETS.items():
+        row = results.get("beauty", {}).get(key)
+        for metric, target in targets.items():
+            if row:
+                checks[f"beauty {key} {metric} >= {target}"] = row[metric] >= target
+    doc = {"machine": describe(load_at_start), "profile": "cpu", "budgets_minutes": budgets, **results,
+           "targets": {k: bool(v) for k, v in checks.items()}}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(doc, indent=1) + "\n")
+    shown = METRICS + ("recall@10.excl", "ndcg@10.excl")
+    print(f"\n{'dataset':<11}{'model':<12}" + "".join(f"{m:>15}" for m in shown)
+          + f"{'train s':>9}{'epochs':>8}{'users/s':>9}")
+    for name in results:
+        for key, row in results[name].items():
+            if isinstance(row, dict):
+                print(f"{name:<11}{key:<12}" + "".join(f"{row[m]:>15.4f}" for m in shown)
+                      + f"{row['train_seconds']:>9.0f}{row['epochs']:>8.1f}{row['eval_users_per_s']:>9.0f}")
+    for check, ok in checks.items():
+        print(f"{'PASS' if ok else 'FAIL'}  {check}")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
