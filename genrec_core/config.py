@@ -358,7 +358,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         # 120 items over 3 levels of 8 codes collide a lot; the gate still checks uniqueness after dedup.
         "gate": {"max_collision_rate": 0.95},
     },
-    "cpu": {"train": {**CPU_MODEL, "max_steps": 6000, "max_minutes": 12.0, "warmup_steps": 200},
+    "cpu": {"train": {**CPU_MODEL, "max_steps": 20_000, "max_minutes": 12.0, "warmup_steps": 200,
+                      "learning_rate": 2e-3, "eval_every": 300},
             "eval": {"num_beams": 10}},
     "gpu": {"train": {"max_steps": 200_000, "max_minutes": 240.0, "batch_size": 256,
                       "device": "cuda"},

@@ -157,10 +157,11 @@ def main(ctx: RunContext) -> dict:
                 bar.update(1)
                 if state.step % 20 == 0:
                     bar.set_postfix(loss=f"{loss:.3f}", best=f"{state.best_value:.4f}")
-            state, _ = fit(rec.module, rec.loss, rec.examples(train_seqs), loop_config(t), seed, device,
+            examples = rec.examples(train_seqs)
+            state, _ = fit(rec.module, rec.loss, examples, loop_config(t), seed, device,
                            validate=validate, select_metric=metric, resume=resume, progress=progress,
                            checkpoint=lambda snap: checkpoints.save(ckpt, snap, spec))
-        train_metrics = {"train_steps": state.step, "train_epochs": state.seen / max(1, len(rec.examples(train_seqs))),
+        train_metrics = {"train_steps": state.step, "train_epochs": state.seen / max(1, len(examples)),
                          "train_seconds": state.seconds, "best_step": state.best_step}
         stopped_by, curve = state.stopped_by, state.curve
     else:

@@ -14,3 +14,15 @@ def one_faiss_thread():
     faiss.omp_set_num_threads(1)
     yield
     faiss.omp_set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """For tiny torch models: a second intra-op thread gains nothing and, when the two cores are busy
+    with other work, OpenMP spin-waiting slows training up to tenfold."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

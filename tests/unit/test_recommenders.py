@@ -40,12 +40,7 @@ HISTORIES = [np.array([(i - 2) % N, (i - 1) % N, i]) for i in range(N)]
 TARGETS = np.array([(i + 1) % N for i in range(N)])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _model(kind: str, seed: int = 0) -> R.Recommender:

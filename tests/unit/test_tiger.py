@@ -36,14 +36,7 @@ def _eval_histories() -> list[np.ndarray]:
     return [np.array([(i - 2) % N_ITEMS, (i - 1) % N_ITEMS, i]) for i in range(N_ITEMS)]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """These models are tiny: a second intra-op thread gains nothing and, when the two cores are busy
-    with other work, OpenMP spin-waiting slows training up to tenfold."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _tiger(cfg: TrainConfig, seed: int):
@@ -59,7 +52,7 @@ def _loop(cfg: TrainConfig) -> LoopConfig:
 
 
 @pytest.fixture(scope="module")
-def trained(_one_thread):
+def trained(one_torch_thread):
     rec = _tiger(TINY, seed=0)
     examples = rec.examples(_successor_sequences(60, seed=0))
     state, _ = fit(rec.module, rec.loss, examples, _loop(TINY), seed=0, device="cpu")
