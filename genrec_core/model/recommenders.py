@@ -8,6 +8,7 @@ which is what the MLflow pyfunc wrapper and checkpoint resume rely on.
 from __future__ import annotations
 
 import dataclasses
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -71,8 +72,9 @@ def invalid_share(beams: np.ndarray, scores: np.ndarray) -> float:
     return 1.0 - good / beams.size
 
 
-class Recommender:
-    """kind: the train.model name; trainable: False for models fitted by counting (fit_counts)."""
+class Recommender(ABC):
+    """kind: the train.model name; trainable: True for a `Trained` model (examples, loss), False for
+    one fitted by counting (fit_counts)."""
 
     kind: str = ""
     trainable: bool = True
@@ -81,15 +83,10 @@ class Recommender:
     def __init__(self, spec: dict[str, Any]) -> None:
         self.spec = dict(spec)
 
-    def examples(self, sequences: list[np.ndarray]) -> list:
-        raise NotImplementedError
-
-    def loss(self, batch: list, device: torch.device) -> torch.Tensor:
-        raise NotImplementedError
-
+    @abstractmethod
     def rank(self, histories: list[np.ndarray], k: int, *, num_beams: int, batch_size: int, device: str,
              progress: Optional[Callable[[int, int], None]] = None) -> Ranking:
-        raise NotImplementedError
+        """Top-k items of every history, both settings (see Ranking)."""
 
     def weights(self) -> dict[str, torch.Tensor]:
         """The module's tensors; a tied tensor (GPT-2's and T5's output layer is their input
@@ -111,11 +108,20 @@ class Recommender:
             raise SpecMismatch(f"weights do not fit the model: missing {sorted(set(missing) - tied)[:5]}, "
                                f"unexpected {sorted(unexpected)[:5]}")
 
-    def fit_counts(self, sequences: list[np.ndarray]) -> None:
-        raise NotImplementedError
+
+class Trained(Recommender):
+    """A recommender trained by genrec_core.model.training.fit on its own examples and loss."""
+
+    @abstractmethod
+    def examples(self, sequences: list[np.ndarray]) -> list:
+        """Training sequences -> the examples `loss` takes batches of."""
+
+    @abstractmethod
+    def loss(self, batch: list, device: torch.device) -> torch.Tensor:
+        """Mean training loss of a batch of examples."""
 
 
-class _SidModel(Recommender):
+class _SidModel(Trained):
     """Shared by the two SID models: the catalogue's tokens and trie."""
 
     def __init__(self, spec: dict[str, Any], item_tokens: np.ndarray) -> None:
@@ -125,8 +131,9 @@ class _SidModel(Recommender):
         self.trie = SidTrie(self.item_tokens)
         self.max_history = int(spec["max_history"])
 
-    def _beams(self, histories, num_beams, batch_size, device, progress) -> np.ndarray:
-        raise NotImplementedError
+    @abstractmethod
+    def _beams(self, histories, num_beams, batch_size, device, progress) -> tuple[np.ndarray, np.ndarray]:
+        """(items, scores) of every history's beams, best first."""
 
     def rank(self, histories, k, *, num_beams, batch_size, device, progress=None) -> Ranking:
         beams, scores = self._beams(histories, max(num_beams, k), batch_size, device, progress)
@@ -182,7 +189,7 @@ class Tiger(_SidModel):
                                 self.max_history, device, progress)
 
 
-class SasRec(Recommender):
+class SasRec(Trained):
     kind = "sasrec"
 
     def __init__(self, spec, item_tokens=None, seed: int = 0) -> None:
