@@ -259,6 +259,9 @@ class SasrecConfig:
     num_heads: int = 2
     dropout: float = 0.3
     max_len: int = 50
+    # SASRec trains at a constant rate: on Beauty (cpu profile) cutting it after two validations
+    # without a gain stopped SASRec at R@10.excl 0.0671, against 0.0790 at a constant rate.
+    plateau_evals: int = 0
 
 
 @dataclass(frozen=True)
@@ -291,6 +294,11 @@ class TrainConfig:
     eval_every: int = 200
     valid_users: int = 2000
     patience: int = 5
+    # After plateau_evals validations without a gain: back to the best weights, learning rate times
+    # plateau_decay (0 = never cut). The SID models' value; sasrec.plateau_evals is SASRec's. On Beauty
+    # the cuts took sid_gpt's validation R@10 from 0.052 to 0.066.
+    plateau_evals: int = 2
+    plateau_decay: float = 0.5
     select_metric: str = ""
     # A killed run resumes from its last checkpoint (same inputs, same config); "never" starts over.
     resume: str = "auto"
@@ -526,9 +534,10 @@ def validate(cfg: PipelineConfig) -> None:
     tr = cfg.train
     if min(tr.d_model, tr.d_ff, tr.num_layers, tr.num_decoder_layers, tr.num_heads, tr.d_kv,
            tr.batch_size, tr.max_steps, tr.max_history, tr.eval_every, tr.patience,
-           tr.recommend_k) < 1 or tr.valid_users < 0:
+           tr.recommend_k) < 1 or tr.valid_users < 0 or tr.plateau_evals < 0 or not 0 < tr.plateau_decay <= 1:
         raise ConfigError("train sizes (d_model, d_ff, layers, heads, d_kv, batch_size, max_steps, "
-                          "max_history, eval_every, patience) must be positive and valid_users >= 0")
+                          "max_history, eval_every, patience) must be positive, valid_users and plateau_evals "
+                          ">= 0, and plateau_decay in (0, 1]")
     for key, value, known in (("train.model", tr.model, MODEL_KINDS), ("train.warm_start", tr.warm_start, WARM_STARTS),
                               ("train.resume", tr.resume, ("auto", "never"))):
         if value not in known:
@@ -538,6 +547,7 @@ def validate(cfg: PipelineConfig) -> None:
     if tr.model == "sid_gpt" and tr.d_model % tr.num_heads:
         raise ConfigError(f"train.d_model ({tr.d_model}) must be a multiple of train.num_heads for sid_gpt")
     sr = tr.sasrec
-    if min(sr.d_model, sr.d_ff, sr.num_layers, sr.num_heads, sr.max_len) < 1 or sr.d_model % sr.num_heads:
-        raise ConfigError("train.sasrec sizes must be positive, d_model a multiple of num_heads")
+    if min(sr.d_model, sr.d_ff, sr.num_layers, sr.num_heads, sr.max_len) < 1 or sr.d_model % sr.num_heads \
+            or sr.plateau_evals < 0:
+        raise ConfigError("train.sasrec sizes must be positive, d_model a multiple of num_heads, plateau_evals >= 0")
     # data.dataset is checked where the layouts are known: jobs/sources/datasets.py.

@@ -268,7 +268,7 @@ def make_spec(train_cfg, level_sizes: tuple[int, ...], n_items: int, map_version
         raise ValueError(f"unknown recommender {kind!r}; choose one of {', '.join(KINDS)}")
     t = train_cfg
     if kind == "sasrec":
-        sizes = dataclasses.asdict(t.sasrec)
+        sizes = {k: v for k, v in dataclasses.asdict(t.sasrec).items() if k != "plateau_evals"}  # training, not shape
     elif kind == "popularity":
         sizes = {}
     else:

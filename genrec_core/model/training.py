@@ -1,5 +1,6 @@
 """One training loop for every trainable recommender: AdamW with warmup, a validation every
-`eval_every` steps that keeps the best weights, early stopping, a wall-clock budget, and exact resume.
+`eval_every` steps that keeps the best weights, a learning rate cut on a plateau, early stopping, a
+wall-clock budget, and exact resume.
 
 The loop owns no files and no clock: the caller passes `clock`, a `validate` function, and a
 `checkpoint` function that persists a `Snapshot`; `resume` hands a snapshot back. Batches are a
@@ -32,6 +33,7 @@ class TrainState:
     best_step: int = -1
     best_value: float = -math.inf
     since_best: int = 0  # validations since the best one
+    lr_scale: float = 1.0  # product of the plateau cuts so far
     curve: list[dict[str, float]] = field(default_factory=list)
     stopped_by: str = ""
 
@@ -65,6 +67,11 @@ class LoopConfig:
     max_minutes: float
     eval_every: int
     patience: int
+    # After every plateau_evals validations without a gain, go back to the best weights and multiply
+    # the learning rate by plateau_decay (0 = never). Being driven by validation, not by a planned
+    # step count, it anneals inside whatever budget the wall clock leaves.
+    plateau_evals: int = 0
+    plateau_decay: float = 0.5
 
 
 def lr_factor(step: int, warmup_steps: int) -> float:
@@ -105,7 +112,8 @@ def fit(module: torch.nn.Module, loss_fn: Callable[[list, torch.device], torch.T
     dev = torch.device(device)
     module.to(dev)
     opt = make_optimizer(module, cfg)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg.warmup_steps))
+    state = TrainState()
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg.warmup_steps) * state.lr_scale)
     if resume is not None:
         module.load_state_dict(resume.weights)
         opt.load_state_dict(resume.optimizer)
@@ -128,7 +136,7 @@ def fit(module: torch.nn.Module, loss_fn: Callable[[list, torch.device], torch.T
         metrics = validate() if validate is not None else {}
         module.train()
         point = {"step": float(state.step), "minutes": (clock() - started) / 60.0,
-                 "train_loss": float(np.mean(window)) if window else math.nan,
+                 "train_loss": float(np.mean(window)) if window else math.nan, "lr": opt.param_groups[0]["lr"],
                  **{f"valid_{k}": float(v) for k, v in metrics.items()}}
         state.curve.append(point)
         window.clear()
@@ -139,6 +147,9 @@ def fit(module: torch.nn.Module, loss_fn: Callable[[list, torch.device], torch.T
             best.update(_copy_weights(module))
         else:
             state.since_best += 1
+            if cfg.plateau_evals and state.since_best % cfg.plateau_evals == 0 and state.since_best < cfg.patience:
+                state.lr_scale *= cfg.plateau_decay
+                module.load_state_dict(best)
 
     def save() -> None:
         state.seconds = clock() - started

@@ -2,10 +2,12 @@
 
 Every prefix of length 0..L is a key of one flat dict mapping it to the tuple of allowed next tokens,
 so a decoding step costs one hash lookup per beam; beam search calls this (batch * beams) times a step.
+`tables()` gives the same trie as dense per-level arrays, for beam search that stays in tensors.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from itertools import chain
 
 import numpy as np
@@ -16,6 +18,18 @@ from genrec_core.model.sid_vocab import EOS, PAD
 # Beams that are already dead (invalid prefix) or finished (after EOS) must still be offered at least
 # one token: transformers raises if a prefix function returns an empty list. PAD keeps their -inf score.
 _DEAD = (PAD,)
+
+
+@dataclass(frozen=True)
+class TrieTables:
+    """The trie as arrays. Level d's tokens lie in lo[d] .. lo[d] + width[d] - 1; the nodes of depth d are
+    numbered 0.. (depth 0 is the root alone), and child[d][node, token - lo[d]] is the depth-(d+1) node that
+    token leads to, -1 where the trie has no such child. item[node] is the item of a depth-L node."""
+
+    lo: tuple[int, ...]
+    width: tuple[int, ...]
+    child: tuple[np.ndarray, ...]
+    item: np.ndarray
 
 
 class SidTrie:
@@ -36,6 +50,7 @@ class SidTrie:
                 raise ValueError(f"duplicate SID {key}: items {self._items[key]} and {idx}")
             self._items[key] = idx
         self._next = self._build_next(self._items, self.num_levels)
+        self._tables: TrieTables | None = None
 
     @staticmethod
     def _build_next(items: dict[tuple[int, ...], int], num_levels: int) -> dict[tuple[int, ...], tuple[int, ...]]:
@@ -83,3 +98,29 @@ class SidTrie:
         rows = np.repeat(np.arange(len(allowed), dtype=np.int64), counts)
         tokens = np.fromiter(chain.from_iterable(allowed), dtype=np.int64, count=int(counts.sum()))
         return rows, tokens
+
+    def tables(self) -> TrieTables:
+        """The trie as dense per-level arrays (see TrieTables); built once and kept."""
+        if self._tables is None:
+            self._tables = _build_tables(np.array(list(self._items), dtype=np.int64).reshape(-1, self.num_levels),
+                                         np.fromiter(self._items.values(), dtype=np.int64, count=self.n_items))
+        return self._tables
+
+
+def _build_tables(tokens: np.ndarray, items: np.ndarray) -> TrieTables:
+    n, num_levels = tokens.shape
+    lo = tokens.min(axis=0) if n else np.zeros(num_levels, dtype=np.int64)
+    width = (tokens.max(axis=0) - lo + 1) if n else np.ones(num_levels, dtype=np.int64)
+    node = np.zeros(n, dtype=np.int64)  # each item's node at the current depth
+    child = []
+    for d in range(num_levels):
+        # a depth-(d+1) node is a distinct (parent node, token) pair
+        pairs = node * int(width[d]) + (tokens[:, d] - lo[d])
+        uniq, nxt = np.unique(pairs, return_inverse=True)
+        table = np.full((int(node.max(initial=0)) + 1, int(width[d])), -1, dtype=np.int64)
+        table.reshape(-1)[uniq] = np.arange(len(uniq))
+        child.append(table)
+        node = nxt.reshape(-1)
+    item = np.full(len(np.unique(node)) if n else 0, -1, dtype=np.int64)
+    item[node] = items
+    return TrieTables(tuple(int(v) for v in lo), tuple(int(v) for v in width), tuple(child), item)

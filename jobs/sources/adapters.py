@@ -46,6 +46,7 @@ EVENT_LAYOUTS = {
     "movielens_100k": "MovieLens 100k u.data, tab-separated: user item rating timestamp",
     "recbole": "RecBole atomic .inter, tab-separated, typed header (user_id:token ...)",
     "p5": "P5 sequential_data.txt: user item item ... (oldest first, no timestamps)",
+    "lcrec": "LC-Rec NAME.inter.json: one JSON object {user: [item, ...]} (oldest first, no timestamps)",
     "parquet": "generic parquet with a column mapping",
     "jsonl": "generic JSON lines with a column mapping",
     "csv": "generic CSV with a header and a column mapping",
@@ -53,6 +54,7 @@ EVENT_LAYOUTS = {
 ITEM_LAYOUTS = {
     "amazon_meta": "Amazon metadata JSON lines: asin, title, brand, categories, price, description",
     "p5_items": "P5 items.jsonl: item_id, title | pseudo_title | name, brand, categories",
+    "lcrec_items": "LC-Rec NAME.item.json: one JSON object {item: {title, description, brand, categories}}",
     "movielens_movies": "MovieLens movies.dat: MovieID::Title (Year)::Genre|Genre",
     "movielens_100k_items": "MovieLens 100k u.item, '|'-separated: id|title|release|video release|url|19 genre flags",
     "recbole_items": "RecBole atomic .item, tab-separated, typed header",
@@ -362,6 +364,42 @@ def _p5_events(spark, paths):
                      F.when(~ok, F.col("line")).alias("malformed"), _FILE)
 
 
+def _whole_json(spark, paths):
+    """-> DataFrame(_key, _value variant, malformed, _file): one row per top-level key of each file,
+    where a file is one JSON object (LC-Rec's layout). A file that is no JSON object at all is one
+    malformed row holding its first 1,000 characters."""
+    from pyspark.sql import functions as F
+
+    with _analysis_guard(paths, "whole JSON files"):
+        # text()'s own wholetext argument (default False) overrides an .option("wholetext", ...)
+        docs = spark.read.text(paths, wholetext=True).select(
+            F.expr("make_valid_utf8(value)").alias("doc"), F.col("_metadata.file_name").alias(_FILE))
+    parsed = docs.withColumn("_m", F.from_json("doc", "map<string,variant>", {"mode": "PERMISSIVE"}))
+    # The malformed text is cut before the explode: the document must not travel with the exploded
+    # rows, or it is copied once per key (a 400 KB file of 8,000 users ran a 4 GB heap out).
+    flagged = parsed.select("_m", F.when(F.col("_m").isNull(), F.substring("doc", 1, 1000)).alias("malformed"), _FILE)
+    return flagged.select(F.explode_outer("_m").alias("_key", "_value"), "malformed", _FILE)
+
+
+def _lcrec_events(spark, paths):
+    """LC-Rec's {user: [item, ...]}: one "buy" per item, timed as P5's (the k-th item at P5_EPOCH + k
+    seconds). A user whose value is no non-empty list is malformed, with its key and value."""
+    from pyspark.sql import functions as F
+
+    df = _whole_json(spark, paths)
+    items = F.try_variant_get("_value", "$", "array<string>")
+    bad = F.col("malformed").isNotNull() | items.isNull() | (F.size(items) == 0) | F.exists(items, lambda i: i.isNull())
+    line = F.to_json(F.struct(F.col("_key").alias("key"), F.col("_value").cast("string").alias("value")))
+    df = df.select(F.when(~bad, F.col("_key")).alias("_user"), _FILE,
+                   F.when(bad, F.coalesce("malformed", line)).alias("malformed"),
+                   F.posexplode_outer(F.when(~bad, items)).alias("_k", "_item"))
+    time = F.expr(f"date_format(timestampadd(SECOND, _k, TIMESTAMP_NTZ'{P5_EPOCH}'), \"yyyy-MM-dd'T'HH:mm:ss\")")
+    ok = F.col("malformed").isNull()
+    return df.select(F.col("_user").alias("user_id"), F.col("_item").alias("item_id"),
+                     F.when(ok, F.lit("buy")).alias("event_type"), F.when(ok, time).alias("event_time"),
+                     "malformed", _FILE)
+
+
 _EVENT_READERS = {
     "taobao": _taobao_events,
     "amazon_reviews": _amazon_reviews,
@@ -369,6 +407,7 @@ _EVENT_READERS = {
     "movielens_100k": _ratings("\t"),
     "recbole": _recbole_events,
     "p5": _p5_events,
+    "lcrec": _lcrec_events,
 }
 
 
@@ -407,19 +446,34 @@ def _attributes(known: Iterable[str]):
     return F.when(F.size(rest) > 0, F.to_json(rest))
 
 
+def _item_columns(item_id, id_key: str, title_keys: Sequence[str]) -> list:
+    """The RAW_ITEMS fields of a JSON item object held in the column _obj (map<string,variant>)."""
+    from pyspark.sql import functions as F
+
+    known = {id_key, *title_keys, "brand", "categories", "price", "description"}
+    title = F.coalesce(*[F.nullif(F.trim(_text(k)), F.lit("")) for k in title_keys])
+    return [item_id.alias("item_id"), title.alias("title"), _jstr("brand").alias("brand"),
+            _category_path("categories").alias("categories"), _jstr("price").alias("price"),
+            _text("description").alias("description"), _attributes(known).alias("attributes")]
+
+
 def _json_items(id_key: str, title_keys: Sequence[str]):
     def read(spark, paths):
-        from pyspark.sql import functions as F
-
-        known = {id_key, *title_keys, "brand", "categories", "price", "description"}
-        title = F.coalesce(*[F.nullif(F.trim(_text(k)), F.lit("")) for k in title_keys])
-        return _json_lines(spark, paths).select(
-            _jstr(id_key).alias("item_id"), title.alias("title"), _jstr("brand").alias("brand"),
-            _category_path("categories").alias("categories"), _jstr("price").alias("price"),
-            _text("description").alias("description"), _attributes(known).alias("attributes"),
-            "malformed", _FILE)
+        return _json_lines(spark, paths).select(*_item_columns(_jstr(id_key), id_key, title_keys), "malformed", _FILE)
 
     return read
+
+
+def _lcrec_items(spark, paths):
+    """LC-Rec's {item: {title, description, brand, categories}}; an item whose value is no JSON object
+    is malformed, with its key and value."""
+    from pyspark.sql import functions as F
+
+    df = _whole_json(spark, paths).withColumn("_obj", F.try_variant_get("_value", "$", "map<string,variant>"))
+    bad = F.col("malformed").isNotNull() | F.col("_obj").isNull()
+    line = F.to_json(F.struct(F.col("_key").alias("key"), F.col("_value").cast("string").alias("value")))
+    return df.select(*_item_columns(F.col("_key"), "", ("title",)),
+                     F.when(bad, F.coalesce("malformed", line)).alias("malformed"), _FILE)
 
 
 def _movielens_movies(spark, paths):
@@ -479,6 +533,7 @@ def _taobao_items(spark, paths):
 _ITEM_READERS = {
     "amazon_meta": _json_items("asin", ("title",)),
     "p5_items": _json_items("item_id", ("title", "pseudo_title", "name")),
+    "lcrec_items": _lcrec_items,
     "movielens_movies": _movielens_movies,
     "movielens_100k_items": _movielens_100k_items,
     "recbole_items": _recbole_items,

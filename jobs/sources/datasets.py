@@ -34,6 +34,9 @@ _GENERIC = "the files named by data.source.events / data.source.items under PATH
 DATASETS: dict[str, DatasetLayout] = {d.name: d for d in (
     DatasetLayout("p5", "p5", ("sequential_data.txt",), "p5_items", ("items.jsonl",),
                   "a P5 folder: sequential_data.txt (user item item ...) and items.jsonl"),
+    DatasetLayout("lcrec", "lcrec", ("*.inter.json",), "lcrec_items", ("*.item.json",),
+                  "an LC-Rec folder: NAME.inter.json ({user: [item, ...]}, oldest first) and NAME.item.json "
+                  "({item: {title, description, brand, categories}})"),
     DatasetLayout("taobao", "taobao", ("UserBehavior*.csv", "*.csv"), "taobao", ("UserBehavior*.csv", "*.csv"),
                   "UserBehavior.csv (user,item,category,behavior,timestamp), or a folder of such CSV files; "
                   "the catalogue is derived from the same file", single_file=True),

@@ -73,7 +73,9 @@ def loop_config(t):
 
     return LoopConfig(batch_size=t.batch_size, learning_rate=t.learning_rate, weight_decay=t.weight_decay,
                       warmup_steps=t.warmup_steps, max_steps=t.max_steps, max_minutes=t.max_minutes,
-                      eval_every=t.eval_every, patience=t.patience)
+                      eval_every=t.eval_every, patience=t.patience,
+                      plateau_evals=t.sasrec.plateau_evals if t.model == "sasrec" else t.plateau_evals,
+                      plateau_decay=t.plateau_decay)
 
 
 def curve_png(curve: list[dict], metric: str, title: str) -> bytes:

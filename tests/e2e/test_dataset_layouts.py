@@ -68,6 +68,12 @@ def _p5(folder: Path) -> list[str]:
     return []
 
 
+def _lcrec(folder: Path) -> list[str]:
+    _write(folder, "Toy.inter.json", json.dumps({"0": [0, 1, 2], "1": [2, 3], "2": []}))  # user 2: malformed
+    _write(folder, "Toy.item.json", json.dumps({str(i): {"title": f"item {i}", "categories": "A,B"} for i in range(4)}))
+    return []
+
+
 def _csv(folder: Path) -> list[str]:
     _copy(folder, "events.csv", "generic_duplicate_header.csv")  # 3 of 5 malformed
     _write(folder, "items.csv", "id,name\ni1,One\ni2,Two\n")
@@ -107,6 +113,7 @@ CASES = {
     "movielens_100k": (_movielens_100k, 3, 0, 3),
     "recbole": (_recbole, 4, 1, 3),
     "p5": (_p5, 6, 1, 5),
+    "lcrec": (_lcrec, 6, 1, 5),
     "csv": (_csv, 5, 3, 2),
     "jsonl": (_jsonl, 3, 1, 2),
     "parquet": (_parquet, 3, 0, 2),
@@ -163,7 +170,7 @@ def test_a_missing_file_is_a_clear_error_before_spark_work(tmp_path):
     assert result.exit_code == 2
     assert "no items file matching movies.dat" in result.output
     result = CliRunner().invoke(app, ["run", "--dataset", "tsv:/x"])
-    assert result.exit_code == 2 and "LAYOUT one of landed, p5, taobao" in result.output
+    assert result.exit_code == 2 and "LAYOUT one of landed, p5, lcrec, taobao" in result.output
 
 
 def test_help_lists_every_layout():

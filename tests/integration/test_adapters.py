@@ -127,6 +127,28 @@ def test_p5_sequences_match_the_core_reader(spark, tmp_path):
     assert {r["source"] for r in rows} == {"p5:sequential_data.txt"}
 
 
+def test_lcrec_sequences_are_timed_like_p5(spark, tmp_path):
+    """LC-Rec's one-object file reads as the same events as the P5 line that lists the same items."""
+    path = _write(tmp_path, "Toy.inter.json", json.dumps({"0": [5, 6, 7], "1": [6], "2": [7, 5, 6, 8, 9]}))
+    p5 = _write(tmp_path, "sequential_data.txt", "0 5 6 7\n1 6\n2 7 5 6 8 9\n")
+    cols = ("user_id", "item_id", "event_type", "event_time", "malformed")
+    got = sorted(tuple(r[c] for c in cols) for r in _events(spark, "lcrec", path))
+    assert got == sorted(tuple(r[c] for c in cols) for r in _events(spark, "p5", p5))
+    assert len(got) == 9
+
+
+def test_bad_lcrec_entries_are_malformed_one_by_one(spark, tmp_path):
+    """A user with no list, an empty list or a null item is one malformed row; the others still read.
+    A file that is no JSON object is one malformed row with its text."""
+    path = _write(tmp_path, "Bad.inter.json", '{"0": [1, 2], "1": 3, "2": [], "3": [4, null]}')
+    parsed, bad = _account(_events(spark, "lcrec", path))
+    assert sorted((r["user_id"], r["item_id"]) for r in parsed) == [("0", "1"), ("0", "2")]
+    assert sorted(json.loads(b)["key"] for b in bad) == ["1", "2", "3"]
+    broken = _write(tmp_path, "Cut.inter.json", '{"0": [1, 2], "1": [3')
+    parsed, bad = _account(_events(spark, "lcrec", broken))
+    assert parsed == [] and bad == ['{"0": [1, 2], "1": [3']
+
+
 def test_generic_layouts_with_mapping_and_constants(spark, tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -175,6 +197,21 @@ def test_p5_items_match_the_core_reader(spark, tmp_path):
     cols = ("item_id", "title", "brand", "categories")
     assert [tuple(r[c] for c in cols) for r in rows] == [tuple(r[c] for c in cols) for r in ref]
     assert json.loads(rows[0]["attributes"]) == {"asin": "B1", "attribute_ids": [1, 2]}
+
+
+def test_lcrec_items_and_a_bad_entry(spark, tmp_path):
+    path = _write(tmp_path, "Toy.item.json", json.dumps({
+        "0": {"title": " Relay kit ", "description": "Hard start.", "brand": "Supco", "categories": "A,B",
+              "asin": "B0"},
+        "1": {"title": "Staples"},
+        "2": "not an object"}))
+    rows = sorted(_rows(A.read_items(spark, "lcrec_items", path)), key=lambda r: str(r["item_id"]))
+    cols = ("item_id", "title", "brand", "categories", "description")
+    good = [r for r in rows if _item_malformed(r) is None]
+    assert [tuple(r[c] for c in cols) for r in good] == [("0", "Relay kit", "Supco", "A,B", "Hard start."),
+                                                        ("1", "Staples", None, None, None)]
+    assert json.loads(good[0]["attributes"]) == {"asin": "B0"}
+    assert [json.loads(_item_malformed(r))["key"] for r in rows if _item_malformed(r) is not None] == ["2"]
 
 
 def test_movielens_recbole_taobao_and_generic_items(spark, tmp_path):
@@ -411,6 +448,23 @@ def test_real_p5_beauty_matches_the_core_reader(spark, beauty_dir):
     rows = {(r["user_id"], r["item_id"], r["event_time"]) for r in got.select("user_id", "item_id", "event_time").collect()}
     assert len(rows) == ref.num_rows == got.count()
     assert rows == set(zip(*(ref.column(c).to_pylist() for c in ("user_id", "item_id", "event_time"))))
+
+
+@pytest.mark.realdata
+def test_real_lcrec_scientific_every_user_and_item_is_read(spark):
+    """Amazon Scientific (LC-Rec's files): every listed interaction is one event, every item one row."""
+    folder = SHARED_DATA / "amazon2018_scientific"
+    if not folder.is_dir():
+        pytest.skip(f"real dataset not present at {folder}")
+    inter = json.loads((folder / "Scientific.inter.json").read_text())
+    items = json.loads((folder / "Scientific.item.json").read_text())
+    events = A.read_events(spark, "lcrec", folder / "Scientific.inter.json", DATE)
+    got = {(r["user_id"], r["item_id"]) for r in events.where("malformed IS NULL").collect()}
+    assert events.count() == sum(len(v) for v in inter.values())
+    assert got == {(u, str(i)) for u, seq in inter.items() for i in seq}
+    catalogue = A.read_items(spark, "lcrec_items", folder / "Scientific.item.json")
+    titles = {r["item_id"]: r["title"] for r in catalogue.collect()}
+    assert titles == {k: v["title"].strip() or None for k, v in items.items()}
 
 
 @pytest.mark.realdata

@@ -86,6 +86,36 @@ def test_sid_gpt_beam_search_equals_exhaustive_scoring():
         assert row.tolist() == np.argsort(-scores, kind="stable").tolist()
 
 
+@settings(max_examples=8, deadline=None)
+@given(st.lists(st.lists(st.integers(0, N - 1), min_size=1, max_size=8), min_size=1, max_size=6),
+       st.integers(2, N + 4))
+def test_cached_beam_search_equals_generate(histories, num_beams):
+    """The tensor beam search with a copied prompt cache gives generate's beams and scores, including
+    beams wider than the catalogue (padded with -1). Items of equal score may come in either order."""
+    rec = _untrained_gpt()
+    histories = [np.array(h) for h in histories]
+    fast = sid_gpt.beam_items(rec.module, histories, rec.item_tokens, rec.trie, num_beams, 5, torch.device("cpu"))
+    ref = sid_gpt.generate_beam_items(rec.module, histories, rec.item_tokens, rec.trie, min(num_beams, N), 5,
+                                      torch.device("cpu"))
+    width = min(num_beams, N)
+    np.testing.assert_allclose(fast[1][:, :width], ref[1], rtol=1e-4, atol=1e-5)
+    for items, scores, ref_items in zip(fast[0], fast[1], ref[0]):
+        rounded = np.round(-scores[:width], 4).tolist()
+        assert sorted(zip(rounded, items[:width].tolist())) == sorted(zip(rounded, ref_items.tolist()))
+    assert (fast[0][:, width:] == -1).all()
+
+
+_GPT: list = []
+
+
+def _untrained_gpt():
+    """One randomly initialised sid_gpt (random weights make ties rare; training is not what is tested)."""
+    if not _GPT:
+        _GPT.append(_model("sid_gpt", seed=5))
+        _GPT[0].module.eval()
+    return _GPT[0]
+
+
 def test_sasrec_scores_do_not_depend_on_padding():
     rec = _model("sasrec")
     alone = rec.rank([HISTORIES[4][:1]], 5, num_beams=5, batch_size=1, device="cpu").kept
@@ -144,6 +174,31 @@ def test_early_stop_keeps_the_best_validated_weights():
     assert state.stopped_by == "early_stop" and state.step == 25 and state.best_step == 10
     assert all(torch.equal(best[k], seen[0.7][k]) for k in best)
     assert all(torch.equal(rec.module.state_dict()[k], seen[0.7][k]) for k in best)
+
+
+def test_a_plateau_cuts_the_learning_rate_from_the_best_weights():
+    """Two validations without a gain: back to the best weights, half the learning rate; a gain resets
+    the count; patience still stops."""
+    rec = _model("sasrec")
+    calls = iter([0.5, 0.7, 0.6, 0.6, 0.8, 0.6, 0.6, 0.6, 0.6, 0.6])
+    loop = dataclasses.replace(LOOP, max_steps=1000, warmup_steps=1, eval_every=5, patience=5, plateau_evals=2,
+                               plateau_decay=0.5)
+    seen = {}
+
+    def validate():
+        value = next(calls)
+        seen[len(seen)] = {k: v.clone() for k, v in rec.module.state_dict().items()}
+        return {"recall@10": value}
+
+    state, _ = fit(rec.module, rec.loss, rec.examples(_sequences()), loop, seed=0, device="cpu", validate=validate)
+    lrs = [p["lr"] for p in state.curve]
+    base = LOOP.learning_rate
+    assert state.stopped_by == "early_stop" and state.best_step == 25
+    np.testing.assert_allclose(lrs, [base] * 4 + [base / 2] * 3 + [base / 4] * 2 + [base / 8])
+    assert state.lr_scale == 0.125
+    # the step after the cut starts from the best (step 10) weights: validation 5 (step 25) trained
+    # 5 steps from them, so it differs from validation 4 (step 20)
+    assert any(not torch.equal(seen[4][k], seen[3][k]) for k in seen[4])
 
 
 def test_wall_clock_budget_stops_training():

@@ -103,3 +103,21 @@ def test_small_example():
     assert trie.allowed_next([3, 6]) == []
     assert trie.allowed_next([2, 6, EOS]) == []
     assert trie.item_of([3, 5]) == 2 and trie.item_of([3, 6]) is None and trie.item_of([2]) is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(catalogues())
+def test_dense_tables_walk_to_every_item_and_nowhere_else(case):
+    """Walking child tables token by token reaches item idx for row idx; the children a node's table row
+    lists are exactly the trie's allowed next tokens."""
+    _, tokens = case
+    trie = SidTrie(tokens)
+    t = trie.tables()
+    for idx, row in enumerate(tokens.tolist()):
+        node = 0
+        for d, tok in enumerate(row):
+            listed = [t.lo[d] + c for c in np.flatnonzero(t.child[d][node] >= 0)]
+            assert listed == trie.allowed_next(row[:d])
+            node = int(t.child[d][node, tok - t.lo[d]])
+        assert t.item[node] == idx
+    assert len(t.item) == len(tokens)
