@@ -346,6 +346,13 @@ def _recbole_events(spark, paths):
                      rating.alias("rating"), "malformed", _FILE)
 
 
+def _p5_time(k: str):
+    """The time of a user's k-th item (k counts from 0) in a layout without timestamps: P5_EPOCH + k s."""
+    from pyspark.sql import functions as F
+
+    return F.expr(f"date_format(timestampadd(SECOND, {k}, TIMESTAMP_NTZ'{P5_EPOCH}'), \"yyyy-MM-dd'T'HH:mm:ss\")")
+
+
 def _p5_events(spark, paths):
     """One "buy" per item; the k-th item (k = 0, 1, ...) of a user happens at P5_EPOCH + k seconds,
     as in genrec_core.data.p5. A line with a user and no item is malformed."""
@@ -358,7 +365,7 @@ def _p5_events(spark, paths):
     df = df.select("line", _FILE, F.col("_t")[0].alias("_user"), F.col("_n"),
                    F.posexplode_outer(items).alias("_k", "_item"))
     ok = F.col("_n") >= 2
-    time = F.expr(f"date_format(timestampadd(SECOND, _k, TIMESTAMP_NTZ'{P5_EPOCH}'), \"yyyy-MM-dd'T'HH:mm:ss\")")
+    time = _p5_time("_k")
     return df.select(F.when(ok, F.col("_user")).alias("user_id"), F.col("_item").alias("item_id"),
                      F.when(ok, F.lit("buy")).alias("event_type"), F.when(ok, time).alias("event_time"),
                      F.when(~ok, F.col("line")).alias("malformed"), _FILE)
@@ -381,6 +388,13 @@ def _whole_json(spark, paths):
     return flagged.select(F.explode_outer("_m").alias("_key", "_value"), "malformed", _FILE)
 
 
+def _entry_text():
+    """A bad entry of _whole_json's output as its quarantine text: {"key": ..., "value": ...}."""
+    from pyspark.sql import functions as F
+
+    return F.to_json(F.struct(F.col("_key").alias("key"), F.col("_value").cast("string").alias("value")))
+
+
 def _lcrec_events(spark, paths):
     """LC-Rec's {user: [item, ...]}: one "buy" per item, timed as P5's (the k-th item at P5_EPOCH + k
     seconds). A user whose value is no non-empty list is malformed, with its key and value."""
@@ -389,11 +403,11 @@ def _lcrec_events(spark, paths):
     df = _whole_json(spark, paths)
     items = F.try_variant_get("_value", "$", "array<string>")
     bad = F.col("malformed").isNotNull() | items.isNull() | (F.size(items) == 0) | F.exists(items, lambda i: i.isNull())
-    line = F.to_json(F.struct(F.col("_key").alias("key"), F.col("_value").cast("string").alias("value")))
+    line = _entry_text()
     df = df.select(F.when(~bad, F.col("_key")).alias("_user"), _FILE,
                    F.when(bad, F.coalesce("malformed", line)).alias("malformed"),
                    F.posexplode_outer(F.when(~bad, items)).alias("_k", "_item"))
-    time = F.expr(f"date_format(timestampadd(SECOND, _k, TIMESTAMP_NTZ'{P5_EPOCH}'), \"yyyy-MM-dd'T'HH:mm:ss\")")
+    time = _p5_time("_k")
     ok = F.col("malformed").isNull()
     return df.select(F.col("_user").alias("user_id"), F.col("_item").alias("item_id"),
                      F.when(ok, F.lit("buy")).alias("event_type"), F.when(ok, time).alias("event_time"),
@@ -471,7 +485,7 @@ def _lcrec_items(spark, paths):
 
     df = _whole_json(spark, paths).withColumn("_obj", F.try_variant_get("_value", "$", "map<string,variant>"))
     bad = F.col("malformed").isNotNull() | F.col("_obj").isNull()
-    line = F.to_json(F.struct(F.col("_key").alias("key"), F.col("_value").cast("string").alias("value")))
+    line = _entry_text()
     return df.select(*_item_columns(F.col("_key"), "", ("title",)),
                      F.when(bad, F.coalesce("malformed", line)).alias("malformed"), _FILE)
 
