@@ -23,7 +23,7 @@ export SPARK_LOCAL_IP := 127.0.0.1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONDONTWRITEBYTECODE :=
 
-.PHONY: install demo test test-fast bench bench-tokenize bench-clean bench-churn bench-rec jars clean-outputs help
+.PHONY: install demo test test-fast bench bench-tokenize bench-clean bench-churn bench-rec bench-items jars clean-outputs help
 
 help:
 	@echo "make demo   install everything, then run the pipeline on the built-in synthetic data"
@@ -33,6 +33,7 @@ help:
 	@echo "make bench-clean  cleaning throughput vs a plain parquet copy at 1e6, 1e7, 1e8 events"
 	@echo "make bench-churn  two Beauty nights: SID churn and quality of assign, aligned and plain refits"
 	@echo "make bench-rec  popularity, SASRec and the generative model on Beauty, Yelp, Scientific"
+	@echo "make bench-items  the item side from 1e5 to 1e7 items: embed, assignment, driver memory"
 
 install: $(STAMP) $(JARS_STAMP)
 
@@ -89,6 +90,14 @@ bench-churn: install
 BENCH_REC_ARGS ?=
 bench-rec: install
 	$(VENV)/bin/python benchmarks/recommender.py $(BENCH_REC_ARGS)
+
+# The item side's cost: the embed stage against the bare encoder (10^5 catalogue texts), then tokenize,
+# gate and publish on synthetic vectors at each size, with Spark assignment against raw FAISS per core
+# and peak driver RSS; writes benchmarks/results/items_scale.json. 1e5 and 1e6 take about 25 min on
+# 2 cores; 1e7 writes 15 GB of vectors and adds about an hour. Narrow it with BENCH_ITEMS_ARGS.
+BENCH_ITEMS_ARGS ?=
+bench-items: install
+	$(VENV)/bin/python benchmarks/items_scale.py $(BENCH_ITEMS_ARGS)
 
 clean-outputs:
 	rm -rf lakehouse mlruns checkpoints airflow_home spark-warehouse metastore_db derby.log

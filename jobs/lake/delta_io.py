@@ -1,4 +1,4 @@
-"""Delta table I/O through Spark: overwrite (whole or replaceWhere), no-op-aware MERGE, reads and versions."""
+"""Delta table I/O through Spark: overwrite (whole or replaceWhere), append, no-op-aware MERGE, reads and versions."""
 from __future__ import annotations
 
 from schemas.spark import conform
@@ -41,6 +41,21 @@ def overwrite(spark, settings, spec: TableSpec, df, replace_where: str | None = 
     register_table(spark, settings, spec.name)
     if exists:
         ensure_properties(spark, settings, spec)
+    return latest_version(spark, settings, spec)
+
+
+def append(spark, settings, spec: TableSpec, df) -> int:
+    """One Delta commit adding df's rows (creating the table when it does not exist). Returns the new version."""
+    from jobs.lake.spark_session import register_table
+
+    if not table_exists(spark, settings, spec):
+        return overwrite(spark, settings, spec, df)
+    df = conform(df, spec)
+    writer = df.write.format("delta").mode("append")
+    if spec.partition_by:
+        writer = writer.partitionBy(*spec.partition_by)
+    writer.save(str(settings.table_path(spec.name)))
+    register_table(spark, settings, spec.name)
     return latest_version(spark, settings, spec)
 
 

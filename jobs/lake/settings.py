@@ -26,6 +26,7 @@ ENVIRONMENT = {
     "GENREC_SPARK_UI": "true to serve the Spark UI (false)",
     "GENREC_DELTA_SNAPSHOT_PARTITIONS": "tasks Delta replays its log with (2)",
     "GENREC_FAISS_GPU": "0 to keep FAISS on the CPU on a GPU host (1)",
+    "GENREC_DRIVER_ROWS": "the most rows a stage of the item path may collect to the driver (1000000)",
 }
 
 
@@ -43,6 +44,8 @@ class Settings:
     spark_ui: bool = False
     delta_snapshot_partitions: int = 2
     faiss_gpu: bool = True
+    # The most rows a stage of the item path may collect to the driver (jobs/transforms/driver_rows.py).
+    driver_rows: int = 1_000_000
 
     @property
     def jars_dir(self) -> Path:
@@ -99,7 +102,8 @@ def load_settings() -> Settings:
         driver_memory=os.environ.get("GENREC_DRIVER_MEMORY", "4g"),
         spark_ui=_flag("GENREC_SPARK_UI", False),
         delta_snapshot_partitions=_int("GENREC_DELTA_SNAPSHOT_PARTITIONS", 2),
-        faiss_gpu=_flag("GENREC_FAISS_GPU", True))
+        faiss_gpu=_flag("GENREC_FAISS_GPU", True),
+        driver_rows=_int("GENREC_DRIVER_ROWS", 1_000_000))
 
 
 def use_home(home: Path) -> None:

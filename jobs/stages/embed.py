@@ -3,11 +3,13 @@
 Every embedder writes rows keyed (item_id, encoder), so the vectors of different embedders live side
 by side and the tokenize stage picks its encoder by name (`encoder_for(config)`).
 
-- text: a local sentence encoder over title, brand and categories. Incremental by content_hash:
-  only items whose (item_id, content_hash) has no row for this encoder are embedded. Resumable: the
-  to-do list, sorted by item_id, is embedded in shards of embed.shard_size, and each finished shard
-  is committed by its own MERGE, so a killed run loses at most the shard in flight and the next run
-  starts after the last committed one.
+- text: a local sentence encoder over title, brand and categories, run inside Spark tasks
+  (jobs/transforms/text_embedding.py); nothing catalogue-sized reaches the driver. Incremental by
+  content_hash: only items whose (item_id, content_hash) has no row for this encoder are embedded.
+  Resumable: the to-do list is planned once into shards of embed.shard_size consecutive item_ids
+  (staging/embed_plan), and each shard is committed by its own Delta append, so a killed run loses
+  at most the shard in flight and the rerun goes on with the same plan. After the last shard, rows
+  superseded by new content are deleted in one commit.
 - als: item factors of implicit-feedback ALS on interactions_clean; cold items by the category-mean
   rule of genrec_core.embed.collab.
 - fused: text and ALS vectors, each normalised, weighted by embed.fused_weights and concatenated.
@@ -23,7 +25,9 @@ merge_upsert's no-op check commits nothing (see `als_item_vectors` for the clust
 """
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -80,53 +84,133 @@ def main(ctx: RunContext, after_shard: Optional[Callable[[int, int], None]] = No
 # ---- text: incremental by content_hash, resumable by shard -------------------------------------
 
 def embed_text(ctx: RunContext, after_shard: Optional[Callable[[int, int], None]] = None) -> dict:
+    """Embeds the to-do list on the executors, a shard per Spark job and Delta append."""
     from tqdm.auto import tqdm
 
-    from genrec_core.embed.text import TextEncoder, default_model_path
+    from genrec_core.embed.text import default_model_path
 
     cfg = ctx.config.embed
     if cfg.shard_size < 1:
         raise ValueError(f"embed.shard_size must be >= 1, got {cfg.shard_size}")
     model_path = cfg.model_path or default_model_path()
     encoder = encoder_name(model_path)
-    todo = _text_todo(ctx, encoder)
-    version, starts = _latest_version(ctx), range(0, len(todo), cfg.shard_size)
-    if len(todo):
-        model = TextEncoder(model_path, device=cfg.device, max_length=cfg.max_length)
-        with tqdm(total=len(todo), desc=f"embed ({encoder}, {model.device})", unit="item") as bar:
-            for shard, start in enumerate(starts):
-                version = _embed_shard(ctx, model, encoder, todo.iloc[start:start + cfg.shard_size],
-                                       bar.update)
+    plan = shard_plan(ctx, encoder, _text_todo(ctx, encoder), cfg.shard_size)
+    version = _latest_version(ctx)
+    if plan.sizes:
+        with tqdm(total=plan.items, desc=f"embed ({encoder}, on executors)", unit="item") as bar:
+            for k, shard in enumerate(sorted(plan.sizes)):
+                version = _embed_shard(ctx, model_path, encoder, plan.rows(ctx.spark, shard))
+                bar.update(plan.sizes[shard])
                 if after_shard:
-                    after_shard(shard, version)
-    return {"encoder": encoder, "embedded": int(len(todo)), "shards": len(starts),
+                    after_shard(k, version)
+    plan.discard()
+    return {"encoder": encoder, "embedded": plan.items, "shards": len(plan.sizes),
             "model_path": model_path, "versions": {"item_embeddings": version}}
 
 
 def _text_todo(ctx: RunContext, encoder: str):
-    """Items without a row for (item_id, content_hash, encoder), sorted by item_id.
+    """Items without a row for (item_id, content_hash, encoder), as a Spark frame."""
+    todo = _items(ctx)
+    done = _done(ctx, encoder)
+    return todo if done is None else todo.join(done, on=["item_id", "content_hash"], how="left_anti")
 
-    The sort makes shard boundaries a function of the to-do list alone: after a kill, the rerun's
-    shards are exactly the unfinished shards of the killed run (unless the catalogue changed in
-    between), so it embeds the same batches and writes the same vectors as an uninterrupted run."""
+
+def _done(ctx: RunContext, encoder: str):
     from pyspark.sql import functions as F
 
-    todo = _items(ctx)
-    if delta_io.table_exists(ctx.spark, ctx.settings, S.ITEM_EMBEDDINGS):
-        done = (delta_io.read(ctx.spark, ctx.settings, S.ITEM_EMBEDDINGS)
-                .where(F.col("encoder") == encoder).select("item_id", "content_hash"))
-        todo = todo.join(done, on=["item_id", "content_hash"], how="left_anti")
-    # Collected to the driver (ids and short texts); at 10⁸ items a per-shard reader would replace it.
-    return todo.orderBy("item_id").toPandas()
+    if not delta_io.table_exists(ctx.spark, ctx.settings, S.ITEM_EMBEDDINGS):
+        return None
+    return (delta_io.read(ctx.spark, ctx.settings, S.ITEM_EMBEDDINGS)
+            .where(F.col("encoder") == encoder).select("item_id", "content_hash"))
 
 
-def _embed_shard(ctx: RunContext, model, encoder: str, part, progress) -> int:
-    """Embeds one shard (TextEncoder batches it by text length) and commits it with one MERGE."""
-    from genrec_core.embed.text import item_text
+@dataclass
+class ShardPlan:
+    """The to-do list, written once to staging in shards of consecutive item_ids.
 
-    texts = [item_text(t, b, c) for t, b, c in zip(part.title, part.brand, part.categories)]
-    vectors = model.encode(texts, batch_size=ctx.config.embed.batch_size, progress=progress)
-    return _merge_vectors(ctx, encoder, part, vectors)
+    A killed run leaves the plan behind; the rerun keeps it when the plan's unfinished items are still
+    exactly the to-do list, so it embeds the same batches, and writes the same bits, as a run that
+    was never killed. Finished shards are not read again."""
+
+    folder: Path
+    sizes: dict  # unfinished shard -> items
+
+    @property
+    def items(self) -> int:
+        return int(sum(self.sizes.values()))
+
+    def rows(self, spark, shard: int):
+        from pyspark.sql import functions as F
+
+        return spark.read.parquet(str(self.folder)).where(F.col("shard") == shard).drop("shard")
+
+    def discard(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def shard_plan(ctx: RunContext, encoder: str, todo, shard_size: int) -> ShardPlan:
+    from pyspark.sql import functions as F
+
+    spark = ctx.spark
+    folder = ctx.settings.staging / "embed_plan" / encoder
+    keys = ["item_id", "content_hash"]
+    if (folder / "_SUCCESS").is_file():
+        left = spark.read.parquet(str(folder))
+        done = _done(ctx, encoder)
+        if done is not None:
+            left = left.join(done, keys, "left_anti")
+        same = (todo.select(keys).exceptAll(left.select(keys)).limit(1).count() == 0
+                and left.select(keys).exceptAll(todo.select(keys)).limit(1).count() == 0)
+        if same:
+            return ShardPlan(folder, _shard_sizes(left))
+        print("[genrec] embed: the to-do list changed since the unfinished run; planning again", flush=True)
+    n = todo.count()
+    if n == 0:
+        return ShardPlan(folder, {})
+    # A global rank by item_id without a single-partition sort: range partitions are ordered, so a
+    # row's rank is the rows of the partitions before it plus its place inside its own.
+    parts = max(1, min(n, max(spark.sparkContext.defaultParallelism, -(-n // 1_000_000))))
+    ranged = (todo.repartitionByRange(parts, "item_id").sortWithinPartitions("item_id")
+              .withColumn("_p", F.spark_partition_id())
+              .withColumn("_i", F.monotonically_increasing_id().bitwiseAND((1 << 33) - 1)))
+    raw = ctx.settings.staging / "embed_plan" / f"{encoder}.ranked"
+    ranged.write.mode("overwrite").parquet(str(raw))
+    ranked = spark.read.parquet(str(raw))
+    counts = sorted((r["_p"], r["n"]) for r in ranked.groupBy("_p").agg(F.count("*").alias("n")).collect())
+    offsets, total = [], 0
+    for p, c in counts:
+        offsets.append((p, total))
+        total += c
+    offset = spark.createDataFrame(offsets, "_p int, _off long")
+    planned = (ranked.join(F.broadcast(offset), "_p")
+               .withColumn("shard", ((F.col("_off") + F.col("_i")) / shard_size).cast("int"))
+               .drop("_p", "_i", "_off"))
+    planned.write.mode("overwrite").partitionBy("shard").parquet(str(folder))
+    shutil.rmtree(raw, ignore_errors=True)
+    return ShardPlan(folder, _shard_sizes(spark.read.parquet(str(folder))))
+
+
+def _shard_sizes(plan_df) -> dict:
+    from pyspark.sql import functions as F
+
+    return {int(r["shard"]): int(r["n"]) for r in plan_df.groupBy("shard").agg(F.count("*").alias("n")).collect()}
+
+
+def _embed_shard(ctx: RunContext, model_path: str, encoder: str, rows) -> int:
+    """Embeds one shard over the executors' cores and commits it with one Delta append."""
+    from pyspark.sql import functions as F
+
+    from jobs.transforms.text_embedding import embed_items
+
+    spark, cfg = ctx.spark, ctx.config.embed
+    tasks = spark.sparkContext.defaultParallelism
+    # Hash partitions and a sort make each task's rows, and so its batches, a function of the shard.
+    rows = rows.repartition(tasks, "item_id").sortWithinPartitions("item_id")
+    threads = int(spark.conf.get("spark.task.cpus", "1"))
+    vectors = embed_items(rows, model_path, cfg.device, cfg.max_length, cfg.batch_size, threads)
+    out = vectors.select("item_id", F.lit(encoder).alias("encoder"), "content_hash",
+                         F.size("vector").cast("int").alias("dim"), "vector")
+    return delta_io.append(spark, ctx.settings, S.ITEM_EMBEDDINGS, out)
 
 
 # ---- collaborative, fused and FAMAE: recomputed from current data -----------------------------
@@ -230,7 +314,12 @@ def _items(ctx: RunContext):
 
 def _catalogue(ctx: RunContext):
     """The catalogue on the driver, sorted by item_id: the row order of every vector matrix."""
-    return _items(ctx).select("item_id", "brand", "categories", "content_hash").orderBy("item_id").toPandas()
+    from jobs.transforms import driver_rows
+
+    # ALS, fused and FAMAE vectors are matrices on the driver: their catalogue is bounded like a fit sample.
+    return driver_rows.collect(_items(ctx).select("item_id", "brand", "categories", "content_hash").orderBy("item_id"),
+                               f"the catalogue for the {ctx.config.embed.embedder} embedder", ctx.settings.driver_rows,
+                               "Use embed.embedder=text, which embeds on the executors.")
 
 
 def _read_vectors(ctx: RunContext, encoder: str, catalogue):
@@ -239,8 +328,8 @@ def _read_vectors(ctx: RunContext, encoder: str, catalogue):
     from pyspark.sql import functions as F
 
     emb = (delta_io.read(ctx.spark, ctx.settings, S.ITEM_EMBEDDINGS).where(F.col("encoder") == encoder)
-           .select("item_id", "vector").toPandas())
-    aligned = catalogue[["item_id"]].merge(emb, on="item_id", how="left")
+           .select("item_id", "content_hash", "vector").toPandas())
+    aligned = catalogue[["item_id", "content_hash"]].merge(emb, on=["item_id", "content_hash"], how="left")
     if aligned.vector.isna().any():
         raise RuntimeError(f"{int(aligned.vector.isna().sum())} catalogue items have no '{encoder}' vector")
     return np.stack(aligned.vector.to_numpy()).astype(np.float32)
@@ -270,19 +359,21 @@ def _latest_version(ctx: RunContext) -> Optional[int]:
 
 
 def _drop_stale(ctx: RunContext) -> Optional[int]:
-    """Deletes the vectors (of every encoder) of items that left the catalogue, so the table mirrors
-    `items`. Returns the new version, or None when nothing was stale."""
+    """Deletes the vectors (of every encoder) of items that left the catalogue or whose content
+    changed since they were embedded, so every row matches `items`. Text shards are appended, so a
+    changed item holds its old row until this runs. Returns the new version, or None when nothing
+    was stale."""
     from delta.tables import DeltaTable
 
     spark, settings = ctx.spark, ctx.settings
     if not delta_io.table_exists(spark, settings, S.ITEM_EMBEDDINGS):
         return None
-    stale = delta_io.read(spark, settings, S.ITEM_EMBEDDINGS).join(_items(ctx).select("item_id"), "item_id",
-                                                                     "left_anti")
+    current = _items(ctx).select("item_id", "content_hash")
+    stale = delta_io.read(spark, settings, S.ITEM_EMBEDDINGS).join(current, ["item_id", "content_hash"], "left_anti")
     if not stale.limit(1).count():
         return None
     DeltaTable.forPath(spark, str(settings.table_path(S.ITEM_EMBEDDINGS.name))).alias("t").merge(
-        stale.select("item_id", "encoder").alias("s"),
-        "t.item_id = s.item_id AND t.encoder = s.encoder").whenMatchedDelete().execute()
+        stale.select("item_id", "encoder", "content_hash").alias("s"),
+        "t.item_id = s.item_id AND t.encoder = s.encoder AND t.content_hash = s.content_hash",
+    ).whenMatchedDelete().execute()
     return delta_io.latest_version(spark, settings, S.ITEM_EMBEDDINGS)
-

@@ -1,4 +1,5 @@
 """The gate stage: validate the staged SID map with great-expectations before anything is published.
+The validation runs on Spark (great-expectations' Spark data source): only aggregates reach the driver.
 
 The suite is derived from schemas.tables (not-null, unique item_id, allowed statuses) plus
 data-dependent expectations: a unique SID among active and reserved items, codes in range per level
@@ -16,41 +17,44 @@ class GateFailed(RuntimeError):
     pass
 
 
-ACTIVE = 'status=="active"'
+ACTIVE = "status = 'active'"
 
 
 def staged_frame(ctx: RunContext):
-    """The staged map as pandas, with one column per code level for range checks and `held_sid`, the
-    SID of each active or still-reserved item (null for a retired item whose reservation lapsed)."""
-    import pandas as pd
+    """The staged map as a Spark frame, with one column per code level for range checks, `held_sid`
+    (the SID of each active or still-reserved item; null for a retired item whose reservation
+    lapsed), `active_item` and `in_catalogue` (whether an active row's item is in `items`)."""
+    from pyspark.sql import functions as F
 
     from jobs.transforms.map_lifecycle import reserve_cutoff
 
-    pdf = delta_io.read(ctx.spark, ctx.settings, S.ITEM_SID_STAGED).toPandas()
-    width = max((len(c) for c in pdf.codes), default=0)
-    for level in range(width):
-        pdf[f"code_{level}"] = [c[level] if len(c) > level else None for c in pdf.codes]
-    pdf["n_codes"] = [len(c) for c in pdf.codes]
-    cutoff = pd.Timestamp(reserve_cutoff(ctx.logical_time, ctx.config.tokenize.sid_reserve_days))
-    retired_at = pd.to_datetime(pdf["retired_at"], utc=True)
-    held = (pdf["status"] == "active") | (retired_at > cutoff)
-    pdf["held_sid"] = pdf["sid"].where(held, None)
-    pdf["active_item"] = pdf["item_id"].where(pdf["status"] == "active", None)
-    return pdf
+    staged = delta_io.read(ctx.spark, ctx.settings, S.ITEM_SID_STAGED)
+    width = staged.agg(F.max(F.size("codes"))).first()[0] or 0
+    catalogue = delta_io.read(ctx.spark, ctx.settings, S.ITEMS).select("item_id", F.lit(True).alias("in_catalogue"))
+    cutoff = F.lit(reserve_cutoff(ctx.logical_time, ctx.config.tokenize.sid_reserve_days)).cast("timestamp")
+    active = F.col("status") == "active"
+    held = active | (F.col("retired_at") > cutoff)
+    return (staged.join(catalogue, "item_id", "left")
+            .select("*", *[F.col("codes").getItem(level).alias(f"code_{level}") for level in range(width)],
+                    F.size("codes").alias("n_codes"),
+                    F.when(held, F.col("sid")).alias("held_sid"),
+                    F.when(active, F.col("item_id")).alias("active_item"))
+            .withColumn("in_catalogue", F.coalesce("in_catalogue", F.lit(False))))
 
 
-def validate(pdf, level_sizes: list[int], catalogue_ids: list[str]):
-    """Runs the suite on the staged map; returns the great-expectations validation result."""
+def validate(staged_df, level_sizes: list[int], catalogue_size: int):
+    """Runs the suite on the staged map (a Spark frame from `staged_frame`) through great-expectations'
+    Spark data source, so the map never leaves the executors; returns the validation result."""
     import great_expectations as gx
     import great_expectations.expectations as gxe
 
     from schemas.expectations import suite_for
 
-    active = {"row_condition": ACTIVE, "condition_parser": "pandas"}
+    active = {"row_condition": ACTIVE, "condition_parser": "spark"}
     extra = [gxe.ExpectColumnValuesToBeUnique(column="held_sid"),
-             gxe.ExpectColumnValuesToBeInSet(column="active_item", value_set=catalogue_ids),
-             gxe.ExpectColumnUniqueValueCountToBeBetween(column="active_item", min_value=len(catalogue_ids),
-                                                         max_value=len(catalogue_ids)),
+             gxe.ExpectColumnValuesToBeInSet(column="in_catalogue", value_set=[True], **active),
+             gxe.ExpectColumnUniqueValueCountToBeBetween(column="active_item", min_value=catalogue_size,
+                                                         max_value=catalogue_size),
              gxe.ExpectColumnValuesToBeBetween(column="n_codes", min_value=len(level_sizes),
                                                max_value=len(level_sizes), **active)]
     for level, size in enumerate(level_sizes):
@@ -59,11 +63,11 @@ def validate(pdf, level_sizes: list[int], catalogue_ids: list[str]):
                                                     **active)]
     context = gx.get_context(mode="ephemeral")
     suite = context.suites.add(suite_for(S.ITEM_SID_STAGED, extra, suffix="_gate"))
-    source = context.data_sources.add_pandas("staged_map")
+    source = context.data_sources.add_spark("staged_map")
     batch_def = source.add_dataframe_asset("item_sid_staged").add_batch_definition_whole_dataframe("all")
     definition = context.validation_definitions.add(
         gx.ValidationDefinition(name="item_sid_gate", data=batch_def, suite=suite))
-    return definition.run(batch_parameters={"dataframe": pdf})
+    return definition.run(batch_parameters={"dataframe": staged_df})
 
 
 def failures(result) -> list[str]:
@@ -78,9 +82,11 @@ def failures(result) -> list[str]:
 
 
 def main(ctx: RunContext, tokenize_result: dict) -> dict:
-    catalogue = [r[0] for r in delta_io.read(ctx.spark, ctx.settings, S.ITEMS).select("item_id").collect()]
-    pdf = staged_frame(ctx)
-    result = validate(pdf, tokenize_result["code_level_sizes"], catalogue)
+    staged = staged_frame(ctx).cache()
+    catalogue_size = delta_io.read(ctx.spark, ctx.settings, S.ITEMS).count()
+    result = validate(staged, tokenize_result["code_level_sizes"], catalogue_size)
+    rows = staged.count()
+    staged.unpersist()
     problems = failures(result)
     rate = tokenize_result["metrics"]["collision_rate"]
     if rate > ctx.config.gate.max_collision_rate:
@@ -92,7 +98,7 @@ def main(ctx: RunContext, tokenize_result: dict) -> dict:
     if problems:
         raise GateFailed("The staged SID map failed the publish gate; nothing was published.\n  - "
                          + "\n  - ".join(problems))
-    return {"passed": True, "expectations": len(result.results), "rows": len(pdf), "churn_accepted": accepted}
+    return {"passed": True, "expectations": len(result.results), "rows": rows, "churn_accepted": accepted}
 
 
 def churn_check(life: dict, gate_cfg) -> tuple[str | None, bool]:

@@ -121,16 +121,24 @@ def load_inputs(ctx: RunContext, map_row: dict, sid_version: int, encoder: str, 
     was built with (null when missing) and the top-level category ('(none)' when missing)."""
     from pyspark.sql import functions as F
 
+    from jobs.transforms import driver_rows
     from jobs.transforms.sid_map_stats import top_category
 
     inputs = json.loads(map_row["input_versions"])
     sid = map_rows(ctx, sid_version, map_row["map_version"])
+    bound = ctx.settings.driver_rows
+    n_items = sid.count()
+    if n_items > bound:
+        # The figures are per-item statistics; a seeded sample of the bound estimates them.
+        sid = sid.orderBy(F.xxhash64("item_id", F.lit(ctx.config.seed)), "item_id").limit(bound)
+        notes.append(f"the map has {n_items:,} items, over GENREC_DRIVER_ROWS={bound:,}: the report is computed "
+                     f"on a seeded sample of {bound:,} items")
     emb = _read_at(ctx, S.ITEM_EMBEDDINGS, inputs.get("item_embeddings"), notes)
     emb = emb.where(F.col("encoder") == encoder).select("item_id", "vector")
     items = _read_at(ctx, S.ITEMS, inputs.get("items"), notes)
     items = items.select("item_id", top_category().alias("category"))
     joined = sid.join(emb, "item_id", "left").join(items, "item_id", "left")
-    pdf = joined.orderBy("item_id").toPandas()
+    pdf = driver_rows.collect(joined.orderBy("item_id"), "the map report's items", bound, "")
     pdf["category"] = pdf["category"].fillna("(none)")
     return pdf
 
@@ -293,7 +301,13 @@ def compute(ctx: RunContext, row: dict, sid_version: int, previous: Optional[tup
     semantic = semantic_codes(codes, levels, tok_cfg.get("collisions", "dedup_digit"), tok, x, notes)
     prev = None
     if previous is not None:
-        prev_pdf = map_rows(ctx, *previous).orderBy("item_id").toPandas()
+        from jobs.transforms import driver_rows
+
+        prev_df = map_rows(ctx, *previous)
+        if prev_df.count() > ctx.settings.driver_rows:  # too big to collect: compare the sampled items only
+            ids = ctx.spark.createDataFrame([(i,) for i in pdf.item_id.tolist()], "item_id string")
+            prev_df = prev_df.join(ids, "item_id", "left_semi")
+        prev_pdf = driver_rows.collect(prev_df.orderBy("item_id"), "the previous map's items", ctx.settings.driver_rows, "")
         prev = (prev_pdf.item_id.to_numpy(dtype=str), _codes(prev_pdf.codes))
     report = sid_report(semantic, level_sizes, x, x_hat=tok.decode(semantic) if tok is not None else None,
                         categories=pdf.category.to_numpy(dtype=str), previous=prev, seed=ctx.config.seed,

@@ -54,10 +54,11 @@ def expected_failures() -> tuple[type[Exception], ...]:
     from jobs.stages.ingest import CheckpointFailed
     from jobs.stages.recommend import NoChampion
     from jobs.stages.tokenize import UnplacedItems
+    from jobs.transforms.driver_rows import DriverBoundExceeded
     from jobs.transforms.kcore_filter import KCoreNotConverged
 
     return (AccountingError, AdapterError, DatasetError, GateFailed, CheckpointFailed, UnplacedItems,
-            KCoreNotConverged, ModeError, AlignmentUnsupported, NoChampion, SpecMismatch)
+            KCoreNotConverged, ModeError, AlignmentUnsupported, NoChampion, SpecMismatch, DriverBoundExceeded)
 
 
 def make_context(config, logical_time: Optional[datetime] = None) -> RunContext:

@@ -64,28 +64,45 @@ def catalogue_vectors(ctx: RunContext, encoder: str):
     from pyspark.sql import functions as F
 
     spark, settings = ctx.spark, ctx.settings
+    keys = ["item_id", "content_hash"]
     emb = delta_io.read(spark, settings, S.ITEM_EMBEDDINGS).where(F.col("encoder") == encoder)
-    items = delta_io.read(spark, settings, S.ITEMS).select("item_id")
-    missing = items.join(emb, "item_id", "left_anti").count()
+    items = delta_io.read(spark, settings, S.ITEMS).select(*keys)
+    missing = items.join(emb, keys, "left_anti").count()
     if missing:
-        raise RuntimeError(f"{missing} catalogue items have no '{encoder}' embedding; run the embed stage first")
-    return emb.join(items, "item_id").select("item_id", "vector")
+        raise RuntimeError(f"{missing} catalogue items have no '{encoder}' embedding of their current content; "
+                           "run the embed stage first")
+    # Every item has a vector; with no more vectors than items, the sets are equal (one row per item
+    # and encoder), and the join, which would shuffle every vector, can be skipped.
+    if emb.count() == items.count():
+        return emb.select("item_id", "vector")
+    return emb.join(items, keys).select("item_id", "vector")
 
 
-def fit_sample(vectors_df, size: int, seed: int):
-    """Deterministic sample (by a seeded hash of item_id) collected to the driver, ordered by item_id."""
+def fit_sample(vectors_df, size: int, seed: int, bound: int):
+    """Deterministic sample (by a seeded hash of item_id) collected to the driver, ordered by item_id.
+    size 0 means every item, which the driver bound refuses above GENREC_DRIVER_ROWS items."""
     from pyspark.sql import functions as F
+
+    from jobs.transforms import driver_rows
 
     df = vectors_df
     if size:
         df = df.orderBy(F.xxhash64("item_id", F.lit(seed)), "item_id").limit(size)
-    pdf = df.orderBy("item_id").toPandas()
+    pdf = driver_rows.collect(df.orderBy("item_id"), f"the tokenizer's fit sample (tokenize.fit_sample={size})",
+                              bound, "Set tokenize.fit_sample to a sample size (e.g. 200000).")
     return pdf.item_id.to_numpy(dtype=str), np.stack(pdf.vector.to_numpy()).astype(np.float32)
 
 
 def top_categories(ctx: RunContext, item_ids: np.ndarray) -> np.ndarray:
-    """Top-level category of each item in `item_ids` ('(none)' when missing), for purity."""
-    pdf = delta_io.read(ctx.spark, ctx.settings, S.ITEMS).select("item_id", top_category().alias("c")).toPandas()
+    """Top-level category of each item in `item_ids` ('(none)' when missing), for purity. Only the
+    given items' categories are collected: they are joined to the catalogue on Spark."""
+    from jobs.transforms import driver_rows
+
+    ids = ctx.spark.createDataFrame([(i,) for i in item_ids.tolist()], "item_id string")
+    found = ids.join(delta_io.read(ctx.spark, ctx.settings, S.ITEMS).select("item_id", top_category().alias("c")),
+                     "item_id")
+    pdf = driver_rows.collect(found, "categories of the fit sample", ctx.settings.driver_rows,
+                              "Lower tokenize.fit_sample.")
     lookup = dict(zip(pdf.item_id, pdf.c))
     return np.asarray([lookup.get(i, "(none)") for i in item_ids.tolist()])
 
@@ -215,7 +232,7 @@ def attempt_assign(ctx: RunContext, pub: Published, classified, vectors, active:
     )
 
     spark, cfg, tok = ctx.spark, ctx.config.tokenize, pub.tokenizer
-    ids, x = lifecycle.collect_to_place(classified, vectors)
+    ids, x = lifecycle.collect_to_place(classified, vectors, bound=ctx.settings.driver_rows)
     semantic = tok.encode(x) if len(x) else np.zeros((0, tok.levels), dtype=np.int64)
     taken_df = lifecycle.taken_codes(classified, ctx.logical_time, cfg.sid_reserve_days)
     taken = lifecycle.taken_near(spark, taken_df, semantic, cfg.collisions, tok, x, cfg.candidates_per_level)
@@ -255,6 +272,7 @@ def refit(ctx: RunContext, pub: Published, classified, vectors, sample_ids, x) -
         dedup_codebook_size,
         place_new_items,
     )
+    from jobs.transforms import driver_rows
     from jobs.transforms import sid_assign
 
     spark, cfg, seed = ctx.spark, ctx.config.tokenize, ctx.config.seed
@@ -263,18 +281,21 @@ def refit(ctx: RunContext, pub: Published, classified, vectors, sample_ids, x) -
     if cfg.align:
         old = (classified.where(F.col("kind").isin(*lifecycle.HOLDS_OLD_SID)).select("item_id", "old_codes")
                .join(spark.createDataFrame([(i,) for i in sample_ids.tolist()], "item_id string"), "item_id")
-               .toPandas())
+               .toPandas())  # bounded: old items inside the fit sample
         if len(old):
             index = {item: row for row, item in enumerate(sample_ids.tolist())}
             rows = np.asarray([index[i] for i in old.item_id], dtype=np.int64)
             tok, _ = align_tokenizer(tok, x[rows], np.stack(old.old_codes.to_numpy()).astype(np.int64))
     levels = tok.levels
     bc = sid_assign.broadcast_tokenizer(spark, tok, ctx.settings.faiss_gpu)
-    coded = sid_assign.greedy_codes(vectors, bc, tok.dim).cache()
+    coded = sid_assign.greedy_codes(vectors, bc, tok.dim, sid_assign.task_cpus(spark)).cache()
     old = classified.where(F.col("kind").isin(*lifecycle.HOLDS_OLD_SID)).select("item_id", "old_codes")
     kept = (coded.join(old, "item_id").where(F.slice("old_codes", 1, levels) == F.col("semantic"))
             .select("item_id", F.col("old_codes").alias("codes"), F.lit("fit").alias("origin")))
-    left = coded.join(kept, "item_id", "left_anti").orderBy("item_id").toPandas()
+    left = driver_rows.collect(
+        coded.join(kept, "item_id", "left_anti").orderBy("item_id"), "items whose semantic code moved in the refit",
+        ctx.settings.driver_rows, "Keep tokenize.align=true, which keeps most items' codes, or raise "
+        "GENREC_DRIVER_ROWS on a driver with the memory for them.")
     ids = left.item_id.to_numpy(dtype=str)
     vec = (np.stack(left.vector.to_numpy()).astype(np.float32) if len(left)
            else np.zeros((0, tok.dim), dtype=np.float32))
@@ -318,7 +339,7 @@ def main(ctx: RunContext, encoder: str) -> dict:
                 "n_retired": 0, "n_returned": 0, "n_moved": 0, "churn_full": 0.0, "churn_prefix": 0.0,
                 "churn_first": 0.0, "compared": 0}
         _announce(mode, reason)
-        sample_ids, x = fit_sample(vectors, cfg.fit_sample, seed)
+        sample_ids, x = fit_sample(vectors, cfg.fit_sample, seed, settings.driver_rows)
         built = cold_fit(ctx, vectors, sample_ids, x, catalogue)
     else:
         classified = lifecycle.classify(catalogue, pub.rows, ctx.logical_time, cfg.sid_reserve_days,
@@ -334,7 +355,7 @@ def main(ctx: RunContext, encoder: str) -> dict:
         if mode == "assign":
             built = attempt.build()
         else:
-            sample_ids, x = fit_sample(vectors, cfg.fit_sample, seed)
+            sample_ids, x = fit_sample(vectors, cfg.fit_sample, seed, settings.driver_rows)
             built = refit(ctx, pub, classified, vectors, sample_ids, x)
         built.rows = built.rows.cache()
         churn = lifecycle.churn_of(built.rows, classified, built.tokenizer.levels)

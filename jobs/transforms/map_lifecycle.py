@@ -84,12 +84,16 @@ def taken_codes(classified_df, logical_time: datetime, reserve_days: int, keep_d
     return keep_df.select("codes").unionByName(held)
 
 
-def collect_to_place(classified_df, vectors_df, kinds=TO_PLACE):
+def collect_to_place(classified_df, vectors_df, kinds=TO_PLACE, bound: int = 1_000_000):
     """(item ids sorted, vectors float32 [m, dim]) of the items that need a SID: bounded by the new items."""
     from pyspark.sql import functions as F
 
-    pdf = (classified_df.where(F.col("kind").isin(*kinds)).select("item_id")
-           .join(vectors_df, "item_id").orderBy("item_id").toPandas())
+    from jobs.transforms import driver_rows
+
+    pdf = driver_rows.collect(
+        classified_df.where(F.col("kind").isin(*kinds)).select("item_id").join(vectors_df, "item_id").orderBy("item_id"),
+        "new and changed items to place under the published tokenizer", bound,
+        "Run tokenize.mode=refit for a change this large.")
     dim = len(pdf.vector.iloc[0]) if len(pdf) else 0
     x = np.stack(pdf.vector.to_numpy()).astype(np.float32) if len(pdf) else np.zeros((0, dim), dtype=np.float32)
     return pdf.item_id.to_numpy(dtype=str), x

@@ -35,6 +35,10 @@ def _matrix(vectors, dim: int) -> np.ndarray:
     return np.stack(vectors.to_numpy()).astype(np.float32)
 
 
+def task_cpus(spark) -> int:
+    return int(spark.conf.get("spark.task.cpus", "1"))
+
+
 def broadcast_tokenizer(spark, tok, faiss_gpu: bool = True):
     from genrec_core.quantize import base
 
@@ -42,17 +46,43 @@ def broadcast_tokenizer(spark, tok, faiss_gpu: bool = True):
     return spark.sparkContext.broadcast((arrays, header, base.digest(tok), faiss_gpu))
 
 
-def greedy_codes(vectors_df, bc, dim: int):
-    """vectors_df(item_id, vector) -> (item_id, vector, semantic array<int>)."""
-    import pandas as pd
+def arrow_matrix(vectors, dim: int) -> np.ndarray:
+    """float32 [n, dim] from an Arrow list<float> column, without a Python object per row."""
+    import pyarrow.compute as pc
+
+    if len(vectors) == 0:
+        return np.zeros((0, dim), dtype=np.float32)
+    lengths = pc.list_value_length(vectors)
+    if vectors.null_count or pc.min(lengths).as_py() != dim or pc.max(lengths).as_py() != dim:
+        raise ValueError(f"every vector must have {dim} components and none may be null; found lengths "
+                         f"{pc.min(lengths).as_py()}..{pc.max(lengths).as_py()} and {vectors.null_count} nulls")
+    return vectors.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(-1, dim)
+
+
+def greedy_codes(vectors_df, bc, dim: int, threads: int = 1):
+    """vectors_df(item_id, vector) -> (item_id, vector, semantic array<int>).
+
+    Arrow batches in and out (`mapInArrow`): vectors become one matrix per batch, codes one flat
+    array, and the vector column passes through untouched. FAISS gets `threads` OpenMP threads per
+    task (the executor's spark.task.cpus), so concurrent tasks do not oversubscribe the cores."""
+    import pyarrow as pa
 
     def encode(batches):
-        tok = _tokenizer(bc)
-        for pdf in batches:
-            codes = tok.encode(_matrix(pdf.vector, dim)).astype(np.int32)
-            yield pd.DataFrame({"item_id": pdf.item_id, "vector": pdf.vector, "semantic": list(codes)})
+        import faiss
 
-    return vectors_df.mapInPandas(encode, "item_id string, vector array<float>, semantic array<int>")
+        faiss.omp_set_num_threads(max(1, threads))
+        tok = _tokenizer(bc)
+        for batch in batches:
+            vectors = batch.column("vector")
+            codes = tok.encode(arrow_matrix(vectors, dim)).astype(np.int32)
+            width = codes.shape[1] if codes.ndim == 2 else tok.levels
+            offsets = pa.array(np.arange(0, (len(codes) + 1) * width, width, dtype=np.int32))
+            semantic = pa.ListArray.from_arrays(offsets, pa.array(codes.reshape(-1), type=pa.int32()))
+            yield pa.RecordBatch.from_arrays([batch.column("item_id"), vectors, semantic],
+                                             names=["item_id", "vector", "semantic"])
+
+    return vectors_df.select("item_id", "vector").mapInArrow(
+        encode, "item_id string, vector array<float>, semantic array<int>")
 
 
 def dedup_digit(coded_df):
@@ -120,10 +150,12 @@ def resolve_overflow(spark, grouped_df, coded_df, tok, strategy: str, cfg, dim: 
 def assign(spark, vectors_df, tok, strategy: str, cfg, faiss_gpu: bool = True):
     """All items -> (DataFrame(item_id, semantic, codes), unplaced item ids)."""
     bc = broadcast_tokenizer(spark, tok, faiss_gpu)
-    coded = greedy_codes(vectors_df, bc, tok.dim).cache()
-    if strategy == "dedup_digit":
+    coded = greedy_codes(vectors_df, bc, tok.dim, task_cpus(spark))
+    if strategy == "dedup_digit":  # needs no vectors after the codes: keep them out of the cache
+        coded = coded.select("item_id", "semantic").cache()
         final, unplaced = dedup_digit(coded), []
     else:
+        coded = coded.cache()
         grouped = resolve_groups(coded, bc, strategy, cfg, tok.dim).cache()
         final, unplaced = resolve_overflow(spark, grouped, coded, tok, strategy, cfg, tok.dim)
     return coded.select("item_id", "semantic").join(final, "item_id"), unplaced

@@ -96,6 +96,15 @@ def _rows(ctx, encoder: str) -> dict:
     return {r.item_id: (r.content_hash, r.dim, np.array(r.vector, dtype=np.float32)) for r in df.collect()}
 
 
+def _count(ctx, encoder: str) -> int:
+    from pyspark.sql import functions as F
+
+    from jobs.lake import delta_io
+    from schemas import tables as S
+
+    return delta_io.read(ctx.spark, ctx.settings, S.ITEM_EMBEDDINGS).where(F.col("encoder") == encoder).count()
+
+
 def _version(ctx) -> int:
     from jobs.lake import delta_io
     from schemas import tables as S
@@ -142,8 +151,12 @@ def test_text_embedding_resumes_after_a_kill_and_equals_a_clean_run(lake):
     with pytest.raises(SimulatedKill):
         embed.main(ctx, after_shard=crash_after_first_shard)
     assert sorted(_rows(ctx, encoder)) == ["i00", "i01", "i02", "i03", "i04"]
+    committed = _version(ctx)
     resumed = embed.main(ctx)
+    # The rerun keeps the killed run's plan and appends only its two unfinished shards.
     assert (resumed["embedded"], resumed["shards"]) == (7, 2)
+    assert _version(ctx) == committed + 2
+    assert _count(ctx, encoder) == len(ITEMS)
     after_resume = _rows(ctx, encoder)
     assert embed.main(ctx)["embedded"] == 0
 
@@ -155,6 +168,25 @@ def test_text_embedding_resumes_after_a_kill_and_equals_a_clean_run(lake):
     for item, (content_hash, dim, vector) in clean.items():
         assert after_resume[item][:2] == (content_hash, dim) == (f"h-{item}", 384)
         assert np.array_equal(after_resume[item][2], vector)
+
+
+def test_executor_embedding_equals_the_driver_encoder(lake):
+    """Executor tasks and the driver run the same encoder; only float32 rounding separates them
+    (a vector's last bits depend on its batch companions), so the tolerance is 1e-6 per component."""
+    from genrec_core.embed.text import TextEncoder, default_model_path, item_text
+    from jobs.lake import delta_io
+    from jobs.transforms.text_embedding import embed_items
+    from schemas import tables as S
+
+    items = delta_io.read(lake.spark, lake.settings, S.ITEMS)
+    on_executors = {r.item_id: (r.content_hash, np.array(r.vector, dtype=np.float32))
+                    for r in embed_items(items.repartition(3), default_model_path(), device="cpu").collect()}
+    pdf = items.orderBy("item_id").toPandas()
+    on_driver = TextEncoder(default_model_path(), device="cpu").encode(
+        [item_text(t, b, c) for t, b, c in zip(pdf.title, pdf.brand, pdf.categories)])
+    assert sorted(on_executors) == pdf.item_id.tolist()
+    assert [on_executors[i][0] for i in pdf.item_id] == pdf.content_hash.tolist()
+    np.testing.assert_allclose(np.stack([on_executors[i][1] for i in pdf.item_id]), on_driver, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("embedder, dim", [("fused", 384 + 4), ("famae", 5 * 16)])

@@ -60,15 +60,18 @@ def test_gate_rejects_a_broken_map(published, ctx):
     from jobs.stages import gate
     from schemas import tables as S
 
-    pdf = gate.staged_frame(ctx)
+    staged = gate.staged_frame(ctx)
+    pdf = staged.orderBy("item_id").toPandas()
     pdf.loc[1, "held_sid"] = pdf.loc[0, "held_sid"]  # two active items, one SID
     pdf.loc[2, "code_0"] = 10_000                  # a code outside its codebook
-    catalogue = [r[0] for r in delta_io.read(ctx.spark, ctx.settings, S.ITEMS).select("item_id").collect()]
-    result = gate.validate(pdf, published["tokenize"]["code_level_sizes"], catalogue)
+    pdf.loc[3, "in_catalogue"] = False             # an active item the catalogue does not hold
+    broken = ctx.spark.createDataFrame(pdf, schema=staged.schema)
+    catalogue_size = delta_io.read(ctx.spark, ctx.settings, S.ITEMS).count()
+    result = gate.validate(broken, published["tokenize"]["code_level_sizes"], catalogue_size)
     problems = "\n".join(gate.failures(result))
     assert not result.success
     assert "expect_column_values_to_be_unique" in problems and "'column': 'held_sid'" in problems
-    assert "code_0" in problems
+    assert "code_0" in problems and "in_catalogue" in problems
 
 
 def test_gate_threshold_stops_the_run(published, ctx):
