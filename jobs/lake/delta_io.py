@@ -126,6 +126,24 @@ def read(spark, settings, spec: TableSpec, version: int | None = None):
     return reader.load(str(settings.table_path(spec.name)))
 
 
+# Table features under which a snapshot's parquet files do not hold its rows as they are: deletion
+# vectors hide rows that the files still contain, and column mapping renames the files' columns.
+FILE_READ_UNSAFE_FEATURES = ("deletionVectors", "columnMapping")
+
+
+def snapshot_files(spark, settings, spec: TableSpec) -> tuple[int, tuple[str, ...]] | None:
+    """(version, data file URIs) of the table's current snapshot, for a reader that bypasses Spark
+    (pyarrow inside a task); None when the files alone do not hold the table's rows. The version is
+    pinned, so a later commit cannot change the list; VACUUM's retention keeps the files readable."""
+    from delta.tables import DeltaTable
+
+    detail = DeltaTable.forPath(spark, str(settings.table_path(spec.name))).detail().first()
+    if set(detail.tableFeatures or ()) & set(FILE_READ_UNSAFE_FEATURES):
+        return None
+    version = latest_version(spark, settings, spec)
+    return version, tuple(sorted(read(spark, settings, spec, version).inputFiles()))
+
+
 def latest_version(spark, settings, spec: TableSpec) -> int:
     from delta.tables import DeltaTable
 

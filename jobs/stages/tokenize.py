@@ -60,8 +60,10 @@ def fit_progress(quantizer: str):
 
 
 def catalogue_vectors(ctx: RunContext, encoder: str):
-    """(item_id, vector) for every catalogue item; fails clearly if any item lacks a vector."""
+    """A `sid_assign.Vectors` of every catalogue item's vector; fails clearly if any item lacks one."""
     from pyspark.sql import functions as F
+
+    from jobs.transforms.sid_assign import Vectors
 
     spark, settings = ctx.spark, ctx.settings
     keys = ["item_id", "content_hash"]
@@ -72,10 +74,12 @@ def catalogue_vectors(ctx: RunContext, encoder: str):
         raise RuntimeError(f"{missing} catalogue items have no '{encoder}' embedding of their current content; "
                            "run the embed stage first")
     # Every item has a vector; with no more vectors than items, the sets are equal (one row per item
-    # and encoder), and the join, which would shuffle every vector, can be skipped.
+    # and encoder): the join, which would shuffle every vector, can be skipped, and the table's own
+    # files hold exactly these rows, which assignment may then read without Spark decoding them.
     if emb.count() == items.count():
-        return emb.select("item_id", "vector")
-    return emb.join(items, keys).select("item_id", "vector")
+        snapshot = delta_io.snapshot_files(spark, settings, S.ITEM_EMBEDDINGS)
+        return Vectors(emb.select("item_id", "vector"), snapshot[1] if snapshot else None, encoder)
+    return Vectors(emb.join(items, keys).select("item_id", "vector"))
 
 
 def fit_sample(vectors_df, size: int, seed: int, bound: int):
@@ -232,7 +236,7 @@ def attempt_assign(ctx: RunContext, pub: Published, classified, vectors, active:
     )
 
     spark, cfg, tok = ctx.spark, ctx.config.tokenize, pub.tokenizer
-    ids, x = lifecycle.collect_to_place(classified, vectors, bound=ctx.settings.driver_rows)
+    ids, x = lifecycle.collect_to_place(classified, vectors.df, bound=ctx.settings.driver_rows)
     semantic = tok.encode(x) if len(x) else np.zeros((0, tok.levels), dtype=np.int64)
     taken_df = lifecycle.taken_codes(classified, ctx.logical_time, cfg.sid_reserve_days)
     taken = lifecycle.taken_near(spark, taken_df, semantic, cfg.collisions, tok, x, cfg.candidates_per_level)
@@ -288,12 +292,13 @@ def refit(ctx: RunContext, pub: Published, classified, vectors, sample_ids, x) -
             tok, _ = align_tokenizer(tok, x[rows], np.stack(old.old_codes.to_numpy()).astype(np.int64))
     levels = tok.levels
     bc = sid_assign.broadcast_tokenizer(spark, tok, ctx.settings.faiss_gpu)
-    coded = sid_assign.greedy_codes(vectors, bc, tok.dim, sid_assign.task_cpus(spark)).cache()
+    coded = sid_assign.codes_of(spark, vectors, bc, tok.dim, sid_assign.task_cpus(spark)).cache()
     old = classified.where(F.col("kind").isin(*lifecycle.HOLDS_OLD_SID)).select("item_id", "old_codes")
     kept = (coded.join(old, "item_id").where(F.slice("old_codes", 1, levels) == F.col("semantic"))
             .select("item_id", F.col("old_codes").alias("codes"), F.lit("fit").alias("origin")))
     left = driver_rows.collect(
-        coded.join(kept, "item_id", "left_anti").orderBy("item_id"), "items whose semantic code moved in the refit",
+        coded.join(kept, "item_id", "left_anti").join(vectors.df, "item_id").orderBy("item_id"),
+        "items whose semantic code moved in the refit",
         ctx.settings.driver_rows, "Keep tokenize.align=true, which keeps most items' codes, or raise "
         "GENREC_DRIVER_ROWS on a driver with the memory for them.")
     ids = left.item_id.to_numpy(dtype=str)
@@ -339,7 +344,7 @@ def main(ctx: RunContext, encoder: str) -> dict:
                 "n_retired": 0, "n_returned": 0, "n_moved": 0, "churn_full": 0.0, "churn_prefix": 0.0,
                 "churn_first": 0.0, "compared": 0}
         _announce(mode, reason)
-        sample_ids, x = fit_sample(vectors, cfg.fit_sample, seed, settings.driver_rows)
+        sample_ids, x = fit_sample(vectors.df, cfg.fit_sample, seed, settings.driver_rows)
         built = cold_fit(ctx, vectors, sample_ids, x, catalogue)
     else:
         classified = lifecycle.classify(catalogue, pub.rows, ctx.logical_time, cfg.sid_reserve_days,
@@ -355,7 +360,7 @@ def main(ctx: RunContext, encoder: str) -> dict:
         if mode == "assign":
             built = attempt.build()
         else:
-            sample_ids, x = fit_sample(vectors, cfg.fit_sample, seed, settings.driver_rows)
+            sample_ids, x = fit_sample(vectors.df, cfg.fit_sample, seed, settings.driver_rows)
             built = refit(ctx, pub, classified, vectors, sample_ids, x)
         built.rows = built.rows.cache()
         churn = lifecycle.churn_of(built.rows, classified, built.tokenizer.levels)

@@ -52,3 +52,53 @@ def test_spark_assignment_equals_single_process(spark, vectors, tiny_config, qua
     if strategy != "dedup_digit":
         placed = [c for i, c in got.items() if i not in set(unplaced)]
         assert len(set(placed)) == len(placed)
+
+
+@pytest.fixture()
+def embeddings_table(spark, tmp_path, vectors):
+    """An item_embeddings table in its own lakehouse: two encoders' rows mixed in several files."""
+    from jobs.lake import delta_io
+    from jobs.lake.settings import load_settings
+    from schemas import tables as S
+
+    ids, x, _ = vectors
+    settings = dataclasses.replace(load_settings(), lakehouse=tmp_path / "lakehouse")
+    rows = [(i, enc, "h", 16, (v if enc == "mine" else -v).tolist())
+            for i, v in zip(ids.tolist(), x, strict=True) for enc in ("mine", "other")]
+    df = spark.createDataFrame(rows, "item_id string, encoder string, content_hash string, dim int, "
+                                     "vector array<float>").repartition(3)
+    delta_io.overwrite(spark, settings, S.ITEM_EMBEDDINGS, df)
+    return settings
+
+
+def test_codes_read_from_the_table_files_equal_spark_decoded_codes(spark, vectors, embeddings_table, tiny_config):
+    from pyspark.sql import functions as F
+
+    from genrec_core.quantize import base
+    from jobs.lake import delta_io
+    from jobs.transforms import sid_assign
+    from schemas import tables as S
+
+    ids, x, _ = vectors
+    cfg = dataclasses.replace(tiny_config.tokenize, codebook_size=8)
+    tok = base.fit("rq_kmeans", x, cfg, seed=7)
+    bc = sid_assign.broadcast_tokenizer(spark, tok)
+    version, files = delta_io.snapshot_files(spark, embeddings_table, S.ITEM_EMBEDDINGS)
+    assert len(files) == 3
+    from_files = sid_assign.greedy_codes_from_files(spark, files, "mine", bc, tok.dim)
+    table = delta_io.read(spark, embeddings_table, S.ITEM_EMBEDDINGS).where(F.col("encoder") == "mine")
+    decoded = sid_assign.greedy_codes(table, bc, tok.dim)
+    got = {r.item_id: tuple(r.semantic) for r in from_files.collect()}
+    assert got == {r.item_id: tuple(r.semantic) for r in decoded.collect()}
+    assert got == dict(zip(ids.tolist(), map(tuple, tok.encode(x).tolist()), strict=True))
+
+
+def test_a_table_with_deletion_vectors_is_not_read_from_its_files(spark, embeddings_table):
+    from jobs.lake import delta_io
+    from schemas import tables as S
+
+    path = str(embeddings_table.table_path(S.ITEM_EMBEDDINGS.name))
+    spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ('delta.enableDeletionVectors' = 'true')")
+    spark.sql(f"DELETE FROM delta.`{path}` WHERE item_id = 'item-00001'")
+    # The files still hold the deleted row; only Spark's reader knows to hide it.
+    assert delta_io.snapshot_files(spark, embeddings_table, S.ITEM_EMBEDDINGS) is None
