@@ -23,7 +23,7 @@ export SPARK_LOCAL_IP := 127.0.0.1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONDONTWRITEBYTECODE :=
 
-.PHONY: install demo test test-fast bench bench-tokenize bench-clean bench-churn bench-rec bench-items jars clean-outputs help
+.PHONY: install demo test test-fast bench bench-tokenize bench-clean bench-churn bench-rec bench-items airflow-up airflow-down jars clean-outputs help
 
 help:
 	@echo "make demo   install everything, then run the pipeline on the built-in synthetic data"
@@ -34,6 +34,8 @@ help:
 	@echo "make bench-churn  two Beauty nights: SID churn and quality of assign, aligned and plain refits"
 	@echo "make bench-rec  popularity, SASRec and the generative model on Beauty, Yelp, Scientific"
 	@echo "make bench-items  the item side from 1e5 to 1e7 items: embed, assignment, driver memory"
+	@echo "make airflow-up  start a local Airflow 3 (UI, scheduler, DAG processor, triggerer) with genrec's DAGs"
+	@echo "make airflow-down  stop it"
 
 install: $(STAMP) $(JARS_STAMP)
 
@@ -98,6 +100,14 @@ bench-rec: install
 BENCH_ITEMS_ARGS ?=
 bench-items: install
 	$(VENV)/bin/python benchmarks/items_scale.py $(BENCH_ITEMS_ARGS)
+
+# A real Airflow on 127.0.0.1:8080 (AIRFLOW_PORT) with AIRFLOW_HOME=airflow_home; the DAGs' tasks use
+# the lakehouse and MLflow store of GENREC_HOME (this folder by default). Prints the UI login.
+airflow-up: install
+	infra/airflow.sh start
+
+airflow-down:
+	infra/airflow.sh stop
 
 clean-outputs:
 	rm -rf lakehouse mlruns checkpoints airflow_home spark-warehouse metastore_db derby.log

@@ -1,0 +1,73 @@
+"""What an Airflow task of dags/ calls: one stage for a DAG run, with the run's date and params.
+
+The DAG files stay wiring only. Here a run's trigger params become a typed config, its logical date
+becomes the stage's partition date (the nightly ingest rewrites that date's partitions only), and a
+stage's expected failure (bad input, a failed gate) is told apart from a transient one, so Airflow
+retries only what a retry can mend.
+"""
+from __future__ import annotations
+
+import json
+from datetime import date, datetime, timezone
+from typing import Any, Optional
+
+# The published SID map as an Airflow Asset: genrec_nightly and genrec_refit emit it on publish, and
+# genrec_retrain is scheduled on it. Its events carry the params the map was made with.
+SID_MAP_ASSET = "genrec_sid_map"
+
+# Every genrec task takes a slot of this Airflow pool. With the embedded Derby catalogue, which one
+# Spark process opens at a time, infra/airflow.sh creates it with one slot, so tasks of different
+# DAGs and runs never overlap.
+SPARK_POOL = "genrec_spark"
+
+# The refit DAG's trigger form: each field is one config key.
+REFIT_KEYS = {
+    "tokenizer": "tokenize.quantizer",
+    "embedder": "embed.embedder",
+    "collisions": "tokenize.collisions",
+    "levels": "tokenize.levels",
+    "codebook_size": "tokenize.codebook_size",
+    "accept_churn": "gate.accept_churn",
+}
+
+
+class ExpectedFailure(RuntimeError):
+    """A stage failed on its input or a check: rerunning the same task cannot succeed."""
+
+
+def run_date(context: dict) -> Optional[datetime]:
+    """The DAG run's logical date as a UTC datetime; None for runs that have none (asset-triggered)."""
+    when = context.get("logical_date")
+    if when is None:
+        return None
+    return datetime.fromtimestamp(when.timestamp(), tz=timezone.utc)
+
+
+def overrides_of(params: dict) -> tuple[str, ...]:
+    """The run's `section.key=value` overrides: the list param, the dataset, and any refit field."""
+    out = list(params.get("overrides") or ())
+    out.append(f"data.dataset={params['dataset']}")
+    for name, key in REFIT_KEYS.items():
+        value = params.get(name)
+        if value not in (None, "", False):  # an empty field keeps the profile's value
+            out.append(f"{key}={str(value).lower() if isinstance(value, bool) else value}")
+    return tuple(out)
+
+
+def run(stage: str, params: dict, when: Optional[datetime], partition_date: Optional[date] = None,
+        extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Runs one stage for a task and returns its JSON-safe result (the task's XCom)."""
+    from genrec_core.config import ConfigError, load_config
+    from jobs.stages.pipeline import expected_failures, make_context, run_stage
+
+    try:
+        cfg = load_config(params["profile"], None, overrides_of(params) + extra)
+    except ConfigError as e:
+        raise ExpectedFailure(f"bad trigger params: {e}") from e
+    ctx = make_context(cfg, logical_time=when)
+    ctx.partition_date = partition_date
+    try:
+        result = run_stage(ctx, stage)
+    except expected_failures() as e:
+        raise ExpectedFailure(f"{stage}: {e}") from e
+    return json.loads(json.dumps(result, default=str))
