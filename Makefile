@@ -23,11 +23,12 @@ export SPARK_LOCAL_IP := 127.0.0.1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONDONTWRITEBYTECODE :=
 
-.PHONY: install demo test test-fast bench bench-tokenize bench-clean bench-churn bench-rec bench-items airflow-up airflow-down jars clean-outputs help
+.PHONY: install chromium demo test test-fast test-airflow bench bench-tokenize bench-clean bench-churn bench-rec bench-items airflow-up airflow-down jars clean-outputs help
 
 help:
 	@echo "make demo   install everything, then run the pipeline on the built-in synthetic data"
 	@echo "make test   install everything, then run the test suite"
+	@echo "make test-airflow  the real-server Airflow test alone (backfill over the REST API, UI screenshot)"
 	@echo "make bench  run the benchmarks"
 	@echo "make bench-tokenize  tokenizer zoo: SID quality on real catalogues, speed against raw FAISS"
 	@echo "make bench-clean  cleaning throughput vs a plain parquet copy at 1e6, 1e7, 1e8 events"
@@ -55,11 +56,28 @@ $(JARS_STAMP): infra/delta_jars.env infra/fetch_delta_jars.sh
 	infra/fetch_delta_jars.sh $(CACHE)
 	touch $@
 
+# Headless Chromium renders the Airflow UI in the real-server test (Debian's package; needs root once).
+chromium:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing chromium (Debian package) for the Airflow UI test"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "error: chromium not found; install Debian's chromium (sudo apt-get install chromium)"; exit 1; \
+	  fi; }
+
 demo: install
 	$(VENV)/bin/genrec run
 
-test: install
-	$(VENV)/bin/python -m pytest -q --durations=15
+# The real-server Airflow test runs alongside the rest (tests/run_suite.sh says why).
+test: install chromium
+	PYTHON=$(VENV)/bin/python tests/run_suite.sh
+
+# Starts infra/airflow.sh on a free port with its own homes, backfills genrec_nightly over 3 dates
+# through the REST API twice, checks genrec_retrain ran from the map Asset, screenshots the grid page
+# into test-artifacts/, and stops every process it started (about 40 min on 2 cores).
+test-airflow: install chromium
+	$(VENV)/bin/python -m pytest -q -s tests/dags/test_airflow_server.py
 
 test-fast: install
 	$(VENV)/bin/python -m pytest -q tests/unit

@@ -13,7 +13,7 @@ from airflow.sdk import DAG, Asset, Param, task
 # Light imports only (no Spark, torch or numpy): the names below are the project's single lists.
 from genrec_core.config import EMBEDDERS
 from genrec_core.quantize.registry import COLLISIONS, QUANTIZERS
-from jobs.stages.orchestration import SID_MAP_ASSET, SPARK_POOL
+from jobs.stages.orchestration import SID_MAP_ASSET, SPARK_POOL, scheduled_params
 
 SID_MAP = Asset(name=SID_MAP_ASSET)
 
@@ -25,9 +25,14 @@ DEFAULT_ARGS = {
     "pool": SPARK_POOL,
 }
 
+# A scheduled run has no trigger conf: it processes the deployment's profile and dataset, which the
+# trigger form also shows.
+_SCHEDULED = scheduled_params()
+
 COMMON_PARAMS = {
-    "profile": Param("demo", type="string", enum=["demo", "tiny", "cpu", "gpu"], description="Config profile."),
-    "dataset": Param("synthetic", type="string",
+    "profile": Param(_SCHEDULED["profile"], type="string", enum=["demo", "tiny", "cpu", "gpu"],
+                     description="Config profile."),
+    "dataset": Param(_SCHEDULED["dataset"], type="string",
                      description="'synthetic', 'landed:PATH' or LAYOUT:PATH (`genrec run --help` lists the layouts)."),
     "overrides": Param([], type="array", description="section.key=value config overrides."),
 }

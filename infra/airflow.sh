@@ -61,6 +61,9 @@ pid_of() { cat "$run_dir/$1.pid" 2>/dev/null || true; }
 alive() { local pid; pid=$(pid_of "$1"); [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null \
   && grep -qa "airflow" "/proc/$pid/cmdline" 2>/dev/null; }
 
+# A process that runs, as opposed to a zombie waiting for its parent to read its exit status.
+running() { [ -r "/proc/$1/stat" ] && [ "$(sed 's/.*) //' "/proc/$1/stat" | cut -d' ' -f1)" != Z ]; }
+
 passwords() { cat "$AIRFLOW_HOME/simple_auth_manager_passwords.json.generated" 2>/dev/null || echo "{}"; }
 
 start() {
@@ -99,6 +102,13 @@ stop() {
     pid=$(pid_of "$p")
     while [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && [ $waited -lt 30 ]; do sleep 1; waited=$((waited + 1)); done
     if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid"; fi
+  done
+  # KILL is asynchronous: report stopped only once every recorded process is gone (or a zombie).
+  for p in "${processes[@]}"; do
+    pid=$(pid_of "$p")
+    local tries=0
+    while [ -n "$pid" ] && running "$pid" && [ $tries -lt 50 ]; do sleep 0.2; tries=$((tries + 1)); done
+    if [ -n "$pid" ] && running "$pid"; then die "$p (pid $pid) is still running after KILL"; fi
     rm -f "$run_dir/$p.pid"
   done
   echo "airflow stopped"

@@ -27,6 +27,8 @@ ENVIRONMENT = {
     "GENREC_DELTA_SNAPSHOT_PARTITIONS": "tasks Delta replays its log with (2)",
     "GENREC_FAISS_GPU": "0 to keep FAISS on the CPU on a GPU host (1)",
     "GENREC_DRIVER_ROWS": "the most rows a stage of the item path may collect to the driver (1000000)",
+    "GENREC_DAG_PROFILE": "config profile of the DAGs' scheduled runs and the trigger form's default (demo)",
+    "GENREC_DAG_DATASET": "dataset spec of the DAGs' scheduled runs and the trigger form's default (synthetic)",
 }
 
 
@@ -46,6 +48,9 @@ class Settings:
     faiss_gpu: bool = True
     # The most rows a stage of the item path may collect to the driver (jobs/transforms/driver_rows.py).
     driver_rows: int = 1_000_000
+    # What a scheduled DAG run (which has no trigger conf) processes: the DAG params' defaults.
+    dag_profile: str = "demo"
+    dag_dataset: str = "synthetic"
 
     @property
     def jars_dir(self) -> Path:
@@ -103,7 +108,9 @@ def load_settings() -> Settings:
         spark_ui=_flag("GENREC_SPARK_UI", False),
         delta_snapshot_partitions=_int("GENREC_DELTA_SNAPSHOT_PARTITIONS", 2),
         faiss_gpu=_flag("GENREC_FAISS_GPU", True),
-        driver_rows=_int("GENREC_DRIVER_ROWS", 1_000_000))
+        driver_rows=_int("GENREC_DRIVER_ROWS", 1_000_000),
+        dag_profile=os.environ.get("GENREC_DAG_PROFILE", "demo"),
+        dag_dataset=os.environ.get("GENREC_DAG_DATASET", "synthetic"))
 
 
 def use_home(home: Path) -> None:

@@ -35,6 +35,14 @@ class ExpectedFailure(RuntimeError):
     """A stage failed on its input or a check: rerunning the same task cannot succeed."""
 
 
+def scheduled_params() -> dict[str, str]:
+    """The profile and dataset of runs without a trigger conf (GENREC_DAG_PROFILE, GENREC_DAG_DATASET)."""
+    from jobs.lake.settings import load_settings
+
+    settings = load_settings()
+    return {"profile": settings.dag_profile, "dataset": settings.dag_dataset}
+
+
 def run_date(context: dict) -> Optional[datetime]:
     """The DAG run's logical date as a UTC datetime; None for runs that have none (asset-triggered)."""
     when = context.get("logical_date")

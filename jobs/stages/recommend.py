@@ -28,9 +28,10 @@ def main(ctx: RunContext) -> dict:
 
     from jobs.transforms.batch_scoring import OUTPUT_DDL, score_partitions
 
-    spark, settings, cfg = ctx.spark, ctx.settings, ctx.config
-    name = mlflow_models.recommender_model(cfg.train.model)
+    # The champion first: without one (a first night) the stage stops before it starts Spark.
+    name = mlflow_models.recommender_model(ctx.config.train.model)
     champion, files = champion_files(ctx, name)
+    spark, settings, cfg = ctx.spark, ctx.settings, ctx.config
     active = delta_io.read(spark, settings, S.ITEM_SID).where("status = 'active'").select("item_id", "sid",
                                                                                           "map_version")
     map_versions = [r[0] for r in active.select("map_version").distinct().collect()]

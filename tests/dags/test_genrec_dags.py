@@ -68,6 +68,15 @@ def test_refit_params_become_overrides():
                                     "gate.accept_churn=true")
 
 
+def test_scheduled_runs_take_the_deployment_profile_and_dataset(monkeypatch):
+    from jobs.stages.orchestration import scheduled_params
+
+    assert scheduled_params() == {"profile": "demo", "dataset": "synthetic"}
+    monkeypatch.setenv("GENREC_DAG_PROFILE", "cpu")
+    monkeypatch.setenv("GENREC_DAG_DATASET", "p5:/data/beauty")
+    assert scheduled_params() == {"profile": "cpu", "dataset": "p5:/data/beauty"}
+
+
 def _audit_scopes(spark) -> list[str]:
     rows = spark.sql("SELECT scope FROM genrec.ingest_audit WHERE stage = 'ingest' AND source = 'events'").collect()
     return [r.scope for r in rows]

@@ -1,0 +1,289 @@
+"""A real Airflow 3 (infra/airflow.sh: API server, scheduler with the LocalExecutor, DAG processor,
+triggerer) runs genrec's DAGs in their own processes: a scheduled nightly run, a backfill over three
+dates created through the REST API and repeated with reprocess_behavior=completed, and genrec_retrain
+started by the map Asset. Headless Chromium renders the DAG's grid page and saves a screenshot.
+
+The server gets its own AIRFLOW_HOME and GENREC_HOME, so its tasks' Spark processes never meet this
+test process's Derby catalogue; the test reads their Delta tables by path. Also `make test-airflow`.
+"""
+from __future__ import annotations
+
+import contextlib
+import http.server
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, genrec_cli
+
+pytestmark = [pytest.mark.slow, pytest.mark.airflow]
+
+AIRFLOW_SH = REPO / "infra" / "airflow.sh"
+DATES = [date(2026, 1, 20) + timedelta(days=i) for i in range(3)]  # inside the synthetic data's range
+CONF = {"profile": "tiny", "dataset": "synthetic", "overrides": []}
+# The screenshot stays after the run (git-ignored); docs/img holds the one the README shows.
+ARTIFACTS = REPO / "test-artifacts"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, root: Path):
+        self.airflow_home, self.genrec_home = root / "airflow", root / "genrec"
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = os.environ | {
+            "AIRFLOW_HOME": str(self.airflow_home), "AIRFLOW_PORT": str(self.port),
+            "GENREC_HOME": str(self.genrec_home), "GENREC_DAG_PROFILE": "tiny", "GENREC_DAG_DATASET": "synthetic",
+            "GENREC_VENV_BIN": str(Path(sys.executable).parent),
+            # The scheduler looks for new DAG runs and files often enough for a test.
+            "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "10"}
+        self._token = None
+
+    def sh(self, verb: str, timeout: int = 300) -> subprocess.CompletedProcess:
+        return subprocess.run([str(AIRFLOW_SH), verb], env=self.env, capture_output=True, text=True, timeout=timeout)
+
+    def pids(self) -> list[int]:
+        run = self.airflow_home / "run"
+        return [int(p.read_text()) for p in sorted(run.glob("*.pid"))] if run.is_dir() else []
+
+    def token(self) -> str:
+        if self._token is None:
+            login = json.loads((self.airflow_home / "simple_auth_manager_passwords.json.generated").read_text())
+            user, password = next(iter(login.items()))
+            self._token = self.call("POST", "/auth/token", {"username": user, "password": password},
+                                    auth=False)["access_token"]
+        return self._token
+
+    def call(self, method: str, path: str, body: dict | None = None, auth: bool = True) -> dict:
+        headers = {"Content-Type": "application/json"}
+        if auth:
+            headers["Authorization"] = f"Bearer {self.token()}"
+        req = urllib.request.Request(self.url + path, method=method, headers=headers,
+                                     data=None if body is None else json.dumps(body).encode())
+        try:
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                return json.loads(resp.read() or b"{}")
+        except urllib.error.HTTPError as e:
+            raise AssertionError(f"{method} {path}: HTTP {e.code}: {e.read()[:2000]!r}") from e
+
+    def runs(self, dag_id: str) -> list[dict]:
+        return self.call("GET", f"/api/v2/dags/{dag_id}/dagRuns?limit=100&order_by=run_after")["dag_runs"]
+
+    def wait(self, dag_id: str, done, what: str, timeout_s: float) -> list[dict]:
+        """Polls the DAG's runs until done(runs) holds; a failed run fails the test with its task states."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            runs = self.runs(dag_id)
+            failed = [r for r in runs if r["state"] == "failed"]
+            if failed:
+                raise AssertionError(f"{dag_id} run failed: {failed[0]['dag_run_id']}: {self.task_states(failed[0])}"
+                                     f"\n{self.task_logs_hint()}")
+            if done(runs):
+                return runs
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}: "
+                                     f"{[(r['dag_run_id'], r['state']) for r in runs]}")
+            time.sleep(5)
+
+    def task_states(self, run: dict) -> dict:
+        tis = self.call("GET", f"/api/v2/dags/{run['dag_id']}/dagRuns/{run['dag_run_id']}/taskInstances")
+        return {t["task_id"]: t["state"] for t in tis["task_instances"]}
+
+    def task_logs_hint(self) -> str:
+        return f"task logs under {self.airflow_home / 'logs'}"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    if shutil.which("chromium") is None:
+        pytest.fail("chromium is not installed; `make install` installs it (apt-get install chromium)")
+    srv = Server(tmp_path_factory.mktemp("airflow-server"))
+    # What a deployment has before its first night: the history cleaned once and sequences built.
+    load = subprocess.run(genrec_cli() + ["ingest", "--profile", "tiny", "--home", str(srv.genrec_home)],
+                          env=srv.env, capture_output=True, text=True, timeout=900)
+    assert load.returncode == 0, load.stderr[-3000:]
+    started = srv.sh("start")
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        assert f"UI {srv.url}" in started.stdout and "login" in started.stdout
+        assert srv.sh("status").returncode == 0
+        yield srv
+    finally:
+        pids = srv.pids()
+        stopped = srv.sh("stop", timeout=120)
+        assert stopped.returncode == 0, stopped.stderr
+        still = [p for p in pids if _alive(p)]
+        assert not still, f"processes left running after stop: {still}"
+        assert srv.sh("status").returncode == 3
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie that merely waits for its parent to read its exit status."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+def _delta(spark, srv: Server, table):
+    return spark.read.format("delta").load(str(srv.genrec_home / "lakehouse" / table.name))
+
+
+def _snapshot(spark, srv: Server) -> dict:
+    """The tables a nightly run owns, as sorted rows."""
+    from schemas import tables as S
+
+    rows = lambda df: sorted(map(tuple, df.collect()))  # noqa: E731
+    return {"clean": rows(_delta(spark, srv, S.INTERACTIONS_CLEAN)),
+            "sequences": rows(_delta(spark, srv, S.USER_SEQUENCES)),
+            "item_sid": rows(_delta(spark, srv, S.ITEM_SID)),
+            "maps": rows(_delta(spark, srv, S.SID_MAP_VERSIONS).select("map_version", "n_items", "mode")),
+            "audit": rows(_delta(spark, srv, S.INGEST_AUDIT).where("stage = 'ingest' AND source = 'events'")
+                          .select("scope", "input_rows", "output_rows", "quarantined_rows", "removed_rows"))}
+
+
+def _backfill(srv: Server, timeout_s: float) -> list[dict]:
+    """Creates the backfill over DATES through the REST API and waits until Airflow completes it."""
+    body = {"dag_id": "genrec_nightly", "from_date": f"{DATES[0]}T00:00:00Z", "to_date": f"{DATES[-1]}T00:00:00Z",
+            "max_active_runs": 1, "reprocess_behavior": "completed", "dag_run_conf": CONF}
+    for attempt in range(12):
+        try:
+            backfill = srv.call("POST", "/api/v2/backfills", body)
+            break
+        except AssertionError as e:
+            # On SQLite Airflow refuses to create a backfill while another writer holds the database
+            # (HTTP 503, "Database is locked"); a client asks again.
+            if "HTTP 503" not in str(e) or attempt == 11:
+                raise
+            time.sleep(5)
+    deadline = time.monotonic() + timeout_s
+    while srv.call("GET", f"/api/v2/backfills/{backfill['id']}")["completed_at"] is None:
+        srv.wait("genrec_nightly", lambda rs: True, "", 60)  # fails at once on a failed run
+        if time.monotonic() > deadline:
+            raise AssertionError(f"backfill {backfill['id']} not complete after {timeout_s:.0f}s: "
+                                 f"{[(r['dag_run_id'], r['state']) for r in srv.runs('genrec_nightly')]}")
+        time.sleep(5)
+    runs = [r for r in srv.runs("genrec_nightly") if r["run_type"] == "backfill"]
+    assert sorted(r["logical_date"][:10] for r in runs) == [d.isoformat() for d in DATES]
+    assert {r["state"] for r in runs} == {"success"}, [(r["dag_run_id"], srv.task_states(r)) for r in runs]
+    return runs
+
+
+def test_backfill_over_the_rest_api_rewrites_its_dates_and_converges(server, spark, capsys):
+    say = _reporter(capsys)
+    t0 = time.monotonic()
+    # The nightly's scheduled run (today: no events in scope) publishes the first map, and its Asset
+    # event starts genrec_retrain. The backfill waits for it: runs of one DAG share the staged map.
+    server.wait("genrec_nightly", lambda rs: any(r["run_type"] == "scheduled" and r["state"] == "success"
+                                                 for r in rs), "the scheduled nightly run", 900)
+    say(f"scheduled nightly run done after {time.monotonic() - t0:.0f} s")
+    # genrec_retrain ran from the map Asset, with the map's params.
+    retrain = server.wait("genrec_retrain", lambda rs: rs and all(r["state"] == "success" for r in rs),
+                          "genrec_retrain", 900)
+    assert {r["run_type"] for r in retrain} == {"asset_triggered"}, retrain
+    say(f"genrec_retrain (asset-triggered) done after {time.monotonic() - t0:.0f} s")
+
+    snapshots = []
+    for attempt in ("first", "repeat"):
+        t1 = time.monotonic()
+        runs = _backfill(server, 1500)
+        say(f"{attempt} backfill: {time.monotonic() - t1:.0f} s")
+        for r in sorted(runs, key=lambda r: r["logical_date"]):
+            say(f"  {r['logical_date'][:10]}: {r.get('duration') or 0:.0f} s ({r['start_date']} -> {r['end_date']})")
+        snapshots.append(_snapshot(spark, server))
+
+    # Each date's run cleaned that date (and the late-event window before it) and audited it.
+    from schemas import tables as S
+
+    audit = _delta(spark, server, S.INGEST_AUDIT).where("stage = 'ingest' AND source = 'events'").collect()
+    for d in DATES:
+        rows = [a for a in audit if a.scope != "all" and max(json.loads(a.scope)) == d.isoformat()]
+        assert rows and all(a.input_rows == a.output_rows + a.quarantined_rows + a.removed_rows for a in rows), d
+    per_date = {r.event_date: r["count"] for r in _delta(spark, server, S.INTERACTIONS_CLEAN)
+                .groupBy("event_date").count().collect()}
+    assert all(per_date.get(d, 0) > 0 for d in DATES), per_date
+    # Repeating the backfill converges: the tables a nightly run owns are identical.
+    assert snapshots[1] == snapshots[0]
+
+
+def test_the_dag_grid_page_shows_the_runs(server, capsys):
+    """Chromium renders the UI's grid page of genrec_nightly, logged in, and saves a screenshot; the
+    runs page lists the backfill's runs (this test follows the backfill test in this module)."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / "airflow_nightly_grid.png"
+    args = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1600,1000",
+            f"--user-data-dir={server.airflow_home / 'chromium'}", "--virtual-time-budget=20000"]
+    with _logged_in(server, "/dags/genrec_nightly") as grid:
+        subprocess.run(args + [f"--screenshot={shot}", grid], capture_output=True, timeout=180, check=True)
+        page = _text(subprocess.run(args + ["--dump-dom", grid], capture_output=True, text=True,
+                                    timeout=180, check=True).stdout)
+    with _logged_in(server, "/dags/genrec_nightly/runs") as runs_url:
+        runs = _text(subprocess.run(args + ["--dump-dom", runs_url], capture_output=True, text=True,
+                                    timeout=180, check=True).stdout)
+    _reporter(capsys)(f"screenshot of the grid page: {shot}")
+    assert shot.stat().st_size > 20_000
+    assert "genrec_nightly" in page and "announce_map" in page and "Schedule" in page, page[:2000]
+    for d in DATES:
+        assert f"backfill__{d.isoformat()}" in runs, runs[:3000]
+
+
+def _reporter(capsys):
+    """Prints to the terminal even under `pytest -q`: run times and the screenshot's path."""
+    def say(line: str) -> None:
+        with capsys.disabled():
+            print(f"\n[airflow-server] {line}", end="", flush=True)
+    return say
+
+
+@contextlib.contextmanager
+def _logged_in(server: Server, path: str):
+    """A local page that stores the API token in the UI's `_token` cookie and opens `path`.
+
+    Cookies are kept per host, not per port, so a page served from another port of 127.0.0.1 can
+    set the cookie that the Airflow UI reads: the same login the UI's own form performs.
+    """
+    target = server.url + path
+    page = (f"<script>document.cookie='_token={server.token()}; path=/; SameSite=Lax';"
+            f"location.replace({json.dumps(target)});</script>").encode()
+
+    class Login(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(page)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Login)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/login"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def _text(html: str) -> str:
+    html = re.sub(r"<(script|style)\b.*?</\1>", " ", html, flags=re.S)
+    return " ".join(re.sub(r"<[^>]+>", " ", html).split())
