@@ -193,18 +193,18 @@ def test_backfill_over_the_rest_api_rewrites_its_dates_and_converges(server, spa
     # The nightly's scheduled run (today: no events in scope) publishes the first map, and its Asset
     # event starts genrec_retrain. The backfill waits for it: runs of one DAG share the staged map.
     server.wait("genrec_nightly", lambda rs: any(r["run_type"] == "scheduled" and r["state"] == "success"
-                                                 for r in rs), "the scheduled nightly run", 900)
+                                                 for r in rs), "the scheduled nightly run", 1800)
     say(f"scheduled nightly run done after {time.monotonic() - t0:.0f} s")
     # genrec_retrain ran from the map Asset, with the map's params.
     retrain = server.wait("genrec_retrain", lambda rs: rs and all(r["state"] == "success" for r in rs),
-                          "genrec_retrain", 900)
+                          "genrec_retrain", 1800)
     assert {r["run_type"] for r in retrain} == {"asset_triggered"}, retrain
     say(f"genrec_retrain (asset-triggered) done after {time.monotonic() - t0:.0f} s")
 
     snapshots = []
     for attempt in ("first", "repeat"):
         t1 = time.monotonic()
-        runs = _backfill(server, 1500)
+        runs = _backfill(server, 3000)
         say(f"{attempt} backfill: {time.monotonic() - t1:.0f} s")
         for r in sorted(runs, key=lambda r: r["logical_date"]):
             say(f"  {r['logical_date'][:10]}: {r.get('duration') or 0:.0f} s ({r['start_date']} -> {r['end_date']})")
