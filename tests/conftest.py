@@ -31,6 +31,12 @@ for key, value in {"MLFLOW_DISABLE_TELEMETRY": "true", "HF_HUB_OFFLINE": "1", "T
 logging.getLogger("py4j").setLevel(logging.WARNING)
 
 
+def pytest_addoption(parser):
+    parser.addoption("--backfill-twice", action="store_true",
+                     help="real-server Airflow test: repeat the backfill and compare the tables (adds ~15 min; "
+                          "`make test-airflow` sets it)")
+
+
 @pytest.fixture(scope="session")
 def session_home() -> Path:
     return _SESSION_HOME
