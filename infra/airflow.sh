@@ -100,8 +100,8 @@ stop() {
   local waited=0
   for p in "${processes[@]}"; do
     pid=$(pid_of "$p")
-    while [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && [ $waited -lt 30 ]; do sleep 1; waited=$((waited + 1)); done
-    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid"; fi
+    while [ -n "$pid" ] && running "$pid" && [ $waited -lt 30 ]; do sleep 1; waited=$((waited + 1)); done
+    if [ -n "$pid" ] && running "$pid"; then kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid"; fi
   done
   # KILL is asynchronous: report stopped only once every recorded process is gone (or a zombie).
   for p in "${processes[@]}"; do
