@@ -8,7 +8,7 @@
 #   start   migrate the DB, create the genrec_spark pool (1 slot: one Spark task at a time, which the
 #           embedded Derby catalogue needs), start the four processes, wait until the API answers,
 #           and print the UI address and login. A running server is left as it is.
-#   stop    TERM every recorded process group, then KILL after 30 s.
+#   stop    TERM every recorded process and all it started, then KILL what is left after 30 s.
 #   status  print each process and whether it runs; exit 0 when all run, 3 otherwise.
 #
 # Environment:
@@ -64,6 +64,8 @@ alive() { local pid; pid=$(pid_of "$1"); [ -n "$pid" ] && kill -0 "$pid" 2>/dev/
 # A process that runs, as opposed to a zombie waiting for its parent to read its exit status.
 running() { [ -r "/proc/$1/stat" ] && [ "$(sed 's/.*) //' "/proc/$1/stat" | cut -d' ' -f1)" != Z ]; }
 
+descendants() { local c; for c in $(ps -o pid= --ppid "$1" 2>/dev/null); do echo "$c"; descendants "$c"; done; }
+
 passwords() { cat "$AIRFLOW_HOME/simple_auth_manager_passwords.json.generated" 2>/dev/null || echo "{}"; }
 
 start() {
@@ -92,25 +94,26 @@ start() {
 }
 
 stop() {
-  local p pid
+  local p pid all=()
+  # The recorded processes and everything they started: a task's worker (and its Spark JVM) can
+  # leave the process group, so the tree is listed before anything is signalled.
   for p in "${processes[@]}"; do
     pid=$(pid_of "$p")
-    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid"; fi
+    if [ -n "$pid" ] && running "$pid"; then all+=("$pid" $(descendants "$pid")); fi
   done
+  for pid in "${all[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   local waited=0
-  for p in "${processes[@]}"; do
-    pid=$(pid_of "$p")
-    while [ -n "$pid" ] && running "$pid" && [ $waited -lt 30 ]; do sleep 1; waited=$((waited + 1)); done
-    if [ -n "$pid" ] && running "$pid"; then kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid"; fi
+  for pid in "${all[@]}"; do
+    while running "$pid" && [ $waited -lt 30 ]; do sleep 1; waited=$((waited + 1)); done
+    if running "$pid"; then kill -KILL "$pid" 2>/dev/null || true; fi
   done
-  # KILL is asynchronous: report stopped only once every recorded process is gone (or a zombie).
-  for p in "${processes[@]}"; do
-    pid=$(pid_of "$p")
+  # KILL is asynchronous: report stopped only once every process is gone (or a zombie).
+  for pid in "${all[@]}"; do
     local tries=0
-    while [ -n "$pid" ] && running "$pid" && [ $tries -lt 50 ]; do sleep 0.2; tries=$((tries + 1)); done
-    if [ -n "$pid" ] && running "$pid"; then die "$p (pid $pid) is still running after KILL"; fi
-    rm -f "$run_dir/$p.pid"
+    while running "$pid" && [ $tries -lt 50 ]; do sleep 0.2; tries=$((tries + 1)); done
+    if running "$pid"; then die "pid $pid is still running after KILL"; fi
   done
+  for p in "${processes[@]}"; do rm -f "$run_dir/$p.pid"; done
   echo "airflow stopped"
 }
 
