@@ -38,7 +38,8 @@ COMMON_PARAMS = {
 }
 
 
-def _stage(stage: str, params: dict, context: dict, partition_date=None, extra=(), when=None) -> dict:
+def _stage(stage: str, params: dict, context: dict, partition_date=None, extra=(), when=None,
+           expect_map_version=None) -> dict:
     """One stage for this task; an expected failure (bad input, failed gate) fails without retries."""
     from airflow.sdk.exceptions import AirflowFailException
 
@@ -47,7 +48,7 @@ def _stage(stage: str, params: dict, context: dict, partition_date=None, extra=(
     if when is None:
         when = O.run_date(context)
     try:
-        return O.run(stage, params, when, partition_date, extra)
+        return O.run(stage, params, when, partition_date, extra, expect_map_version)
     except O.ExpectedFailure as e:
         raise AirflowFailException(str(e)) from e
 
@@ -77,11 +78,12 @@ def _map_chain(params_extra: tuple[str, ...] = ()):
 
     @task(retries=0)
     def gate(tokenized: dict, params=None, **context) -> dict:
-        return _stage("gate", params, context, extra=params_extra) | {"map_version": tokenized["map_version"]}
+        return _stage("gate", params, context, extra=params_extra,
+                      expect_map_version=tokenized["map_version"]) | {"map_version": tokenized["map_version"]}
 
     @task
-    def publish(_gated: dict, params=None, **context) -> dict:
-        return _stage("publish", params, context, extra=params_extra)
+    def publish(gated: dict, params=None, **context) -> dict:
+        return _stage("publish", params, context, extra=params_extra, expect_map_version=gated["map_version"])
 
     @task(outlets=[SID_MAP], retries=0)
     def announce_map(published: dict, params=None, **context) -> None:

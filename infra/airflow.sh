@@ -5,17 +5,21 @@
 # those PIDs (and their children: each process leads its own session).
 #
 # Usage: infra/airflow.sh start|stop|status
-#   start   migrate the DB, create the genrec_spark pool (1 slot: one Spark task at a time, which the
-#           embedded Derby catalogue needs), start the four processes, wait until the API answers,
-#           and print the UI address and login. A running server is left as it is.
-#   stop    TERM every recorded process and all it started, then KILL what is left after 30 s.
+#   start   start the catalogue server of the tasks' lakehouse (`genrec catalog start`: tasks of
+#           different DAGs then share the catalogue), migrate the DB, size the genrec_spark pool
+#           (AIRFLOW_SPARK_SLOTS Spark tasks at once), start the four processes, wait until the API
+#           answers, and print the UI address and login. A running server is left as it is.
+#   stop    TERM every recorded process and all it started, then KILL what is left after 30 s; then
+#           stop the catalogue server.
 #   status  print each process and whether it runs; exit 0 when all run, 3 otherwise.
 #
 # Environment:
 #   AIRFLOW_HOME          Airflow's folder (default REPO/airflow_home)
 #   AIRFLOW_PORT          API server port (default 8080)
 #   AIRFLOW_START_TIMEOUT seconds to wait for the API (default 180)
+#   AIRFLOW_SPARK_SLOTS   genrec tasks that may run at once (default 2)
 #   GENREC_HOME, GENREC_* the tasks inherit them: they say which lakehouse and MLflow store the DAGs use
+#                         (GENREC_HOME defaults to the folder `start` runs in)
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -24,6 +28,8 @@ venv_bin=${GENREC_VENV_BIN:-$repo/.venv/bin}
 export AIRFLOW_HOME=$(realpath -m "${AIRFLOW_HOME:-$repo/airflow_home}")
 port=${AIRFLOW_PORT:-8080}
 timeout_s=${AIRFLOW_START_TIMEOUT:-180}
+slots=${AIRFLOW_SPARK_SLOTS:-2}
+export GENREC_HOME=$(realpath -m "${GENREC_HOME:-$PWD}")
 run_dir=$AIRFLOW_HOME/run
 processes=(api-server scheduler dag-processor triggerer)
 
@@ -75,8 +81,11 @@ start() {
   local all=1 p
   for p in "${processes[@]}"; do alive "$p" || all=0; done
   if [ $all = 1 ]; then echo "airflow already running at http://127.0.0.1:$port"; return 0; fi
+  echo "$GENREC_HOME" > "$run_dir/genrec_home"
+  "$venv_bin/genrec" catalog start > "$run_dir/catalog.log" 2>&1 \
+    || die "the catalogue server did not start; see $run_dir/catalog.log"
   "$venv_bin/airflow" db migrate > "$run_dir/db-migrate.log" 2>&1 || die "airflow db migrate failed; see $run_dir/db-migrate.log"
-  "$venv_bin/airflow" pools set genrec_spark 1 "genrec Spark tasks (embedded Derby catalogue: one at a time)" \
+  "$venv_bin/airflow" pools set genrec_spark "$slots" "genrec Spark tasks that may run at once" \
     > "$run_dir/pools.log" 2>&1 || die "could not create the genrec_spark pool; see $run_dir/pools.log"
   for p in "${processes[@]}"; do
     alive "$p" && continue
@@ -115,6 +124,11 @@ stop() {
   done
   for p in "${processes[@]}"; do rm -f "$run_dir/$p.pid"; done
   echo "airflow stopped"
+  # The lakehouse whose catalogue server `start` started, wherever `stop` runs from.
+  if [ -s "$run_dir/genrec_home" ]; then
+    GENREC_HOME=$(cat "$run_dir/genrec_home") "$venv_bin/genrec" catalog stop
+    rm -f "$run_dir/genrec_home"
+  fi
 }
 
 status() {

@@ -1,4 +1,4 @@
-"""The `genrec` command line (typer): run, ingest, sql, config, report and generate."""
+"""The `genrec` command line (typer): run, ingest, sql, catalog, config, report and generate."""
 from __future__ import annotations
 
 import json
@@ -372,7 +372,7 @@ def generate_cmd(out: Path = typer.Option(..., "--out", help=(
     syn = cfg.data.synthetic
     syn = resize(syn, _count(events, "--events"), _count(users, "--users"), _count(items, "--items"))
     started = time.perf_counter()
-    spark = get_spark(load_settings(), app_name="genrec-generate")
+    spark = get_spark(load_settings(), app_name="genrec-generate", catalogue=False)
     try:
         result = generate(spark, syn, cfg.seed if seed is None else seed, out,
                           log=lambda message: typer.secho(message, fg="cyan"))
@@ -392,8 +392,58 @@ def generate_cmd(out: Path = typer.Option(..., "--out", help=(
                 f"{time.perf_counter() - started:.1f} s (Spark start-up included)", fg="green")
 
 
+CATALOG_ACTIONS = ("start", "stop", "status")
+
+
+@app.command()
+def catalog(action: str = typer.Argument(..., help="start, stop or status."),
+            port: Optional[int] = typer.Option(None, help="Port on 127.0.0.1 for `start` (default: a free one)."),
+            home: Optional[Path] = typer.Option(None, help=HOME_HELP)):
+    """The catalogue server: many processes share the lakehouse's catalogue while it runs.
+
+    Without it the Hive metastore (Derby, in lakehouse/_metastore) is opened embedded, by one process
+    at a time: `genrec sql` then waits for a running `genrec run` to end. `genrec catalog start`
+    serves the same files from a Derby network server on 127.0.0.1 and records its pid and port in
+    lakehouse/_catalog_server.json; every genrec process of the lakehouse connects to it from then on,
+    until `genrec catalog stop`. Start it while no genrec process is running on the lakehouse.
+    `infra/airflow.sh start` starts it for the Airflow tasks' lakehouse.
+    """
+    from jobs.lake import catalog_server
+    from jobs.lake.settings import load_settings
+
+    if action not in CATALOG_ACTIONS:
+        _fail(f"unknown action {action!r}; use one of {', '.join(CATALOG_ACTIONS)}", 2)
+    _home(home)
+    settings = load_settings()
+    try:
+        if action == "start":
+            r = catalog_server.start(settings, port=port)
+            state = "already running" if r["already_running"] else "started"
+            typer.echo(f"catalogue server {state}: {r['host']}:{r['port']} (pid {r['pid']}) serving "
+                       f"{r['metastore']}; log {r['log']}")
+        elif action == "stop":
+            r = catalog_server.stop(settings)
+            typer.echo("catalogue server stopped (pid {})".format(r["pid"]) if r else
+                       "no catalogue server was running; processes open the catalogue embedded")
+        else:
+            r = catalog_server.address(settings)
+            if r is None:
+                typer.echo(f"no catalogue server for {settings.lakehouse}: processes open the catalogue "
+                           f"embedded, one at a time")
+                raise typer.Exit(3)
+            typer.echo(f"catalogue server running: {r['host']}:{r['port']} (pid {r['pid']}) serving {r['metastore']}")
+    except catalog_server.CatalogServerError as err:
+        _fail(str(err), 1)
+
+
 def main() -> None:  # pragma: no cover
-    app(prog_name="genrec")
+    from jobs.lake.catalog_server import CatalogServerError
+
+    try:
+        app(prog_name="genrec")
+    except CatalogServerError as err:  # the catalogue is busy or its server unreachable: no traceback
+        typer.secho(str(err), fg="red", err=True)
+        sys.exit(4)
 
 
 if __name__ == "__main__":  # pragma: no cover

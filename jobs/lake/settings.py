@@ -29,6 +29,7 @@ ENVIRONMENT = {
     "GENREC_DRIVER_ROWS": "the most rows a stage of the item path may collect to the driver (1000000)",
     "GENREC_DAG_PROFILE": "config profile of the DAGs' scheduled runs and the trigger form's default (demo)",
     "GENREC_DAG_DATASET": "dataset spec of the DAGs' scheduled runs and the trigger form's default (synthetic)",
+    "GENREC_CRASH_AT": "tests only: exit hard at this point, after:STAGE or publish:registered|item_sid (unset)",
 }
 
 
@@ -51,6 +52,8 @@ class Settings:
     # What a scheduled DAG run (which has no trigger conf) processes: the DAG params' defaults.
     dag_profile: str = "demo"
     dag_dataset: str = "synthetic"
+    # Crash injection for tests (jobs/lake/faults.py); empty in any real run.
+    crash_at: str = ""
 
     @property
     def jars_dir(self) -> Path:
@@ -110,7 +113,8 @@ def load_settings() -> Settings:
         faiss_gpu=_flag("GENREC_FAISS_GPU", True),
         driver_rows=_int("GENREC_DRIVER_ROWS", 1_000_000),
         dag_profile=os.environ.get("GENREC_DAG_PROFILE", "demo"),
-        dag_dataset=os.environ.get("GENREC_DAG_DATASET", "synthetic"))
+        dag_dataset=os.environ.get("GENREC_DAG_DATASET", "synthetic"),
+        crash_at=os.environ.get("GENREC_CRASH_AT", "").strip())
 
 
 def use_home(home: Path) -> None:

@@ -2,7 +2,10 @@
 
 The Delta jars come from the cache filled by `infra/fetch_delta_jars.sh` and are handed to Spark
 with `spark.jars`, so nothing is resolved through Ivy at run time. The catalogue is a Hive metastore
-kept in embedded Derby inside the lakehouse, so `genrec sql` in a fresh process sees the tables.
+kept in Derby inside the lakehouse, so `genrec sql` in a fresh process sees the tables. When the
+lakehouse's catalogue server runs (`genrec catalog start`, jobs/lake/catalog_server.py), sessions
+connect to it and many processes share the catalogue; otherwise Spark opens it embedded, one process
+at a time.
 """
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import re
 import sys
 from pathlib import Path
 
+from jobs.lake import catalog_server
 from jobs.lake.settings import REPO_ROOT, Settings, quiet_environment
 
 
@@ -29,7 +33,9 @@ def delta_jar_paths(jars_dir: Path) -> list[Path]:
     return paths
 
 
-def get_spark(settings: Settings, app_name: str = "genrec"):
+def get_spark(settings: Settings, app_name: str = "genrec", catalogue: bool = True):
+    """The session for `settings`' lakehouse. catalogue=False: no Hive metastore (Spark's in-memory
+    catalogue), for work that only reads and writes paths and so need not wait for the catalogue."""
     quiet_environment()
     # Python workers must use this interpreter (the venv), not whatever `python3` is on PATH.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -37,8 +43,22 @@ def get_spark(settings: Settings, app_name: str = "genrec"):
     from pyspark.sql import SparkSession
 
     settings.lakehouse.mkdir(parents=True, exist_ok=True)
-    metastore = settings.lakehouse / "_metastore"
-    jars = ",".join(str(p) for p in delta_jar_paths(settings.jars_dir))
+    jar_paths = delta_jar_paths(settings.jars_dir)
+    server = catalog_server.address(settings) if catalogue else None
+    if not catalogue:
+        metastore_url = None
+    elif server:
+        metastore_url = catalog_server.jdbc_url(settings, server)
+        # The Hive client loads the JDBC driver from the JVM's class path, not from spark.jars.
+        client = str(catalog_server.client_jar(settings))
+        jar_paths.append(Path(client))
+    else:
+        from pyspark import SparkContext
+
+        if SparkContext._active_spark_context is None:  # a JVM of this process holds no lock yet
+            catalog_server.check_embedded_free(settings)
+        metastore_url = f"jdbc:derby:;databaseName={catalog_server.metastore_path(settings)};create=true"
+    jars = ",".join(str(p) for p in jar_paths)
     builder = (
         SparkSession.builder.appName(app_name)
         .master(settings.spark_master)
@@ -47,8 +67,6 @@ def get_spark(settings: Settings, app_name: str = "genrec"):
         .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
         .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
         .config("spark.sql.warehouse.dir", str(settings.lakehouse / "_warehouse"))
-        .config("spark.hadoop.javax.jdo.option.ConnectionURL",
-                f"jdbc:derby:;databaseName={metastore};create=true")
         # Whole-stage codegen of a wide row (the cleaning rules) yields methods over HotSpot's 8 kB
         # limit, which the JIT then never compiles; interpreted they run about 3x slower.
         .config("spark.driver.extraJavaOptions",
@@ -66,11 +84,16 @@ def get_spark(settings: Settings, app_name: str = "genrec"):
         .config("spark.databricks.delta.schema.autoMerge.enabled", "false")
         # Delta replays its log with this many tasks; the default (50) dominates small local jobs.
         .config("spark.databricks.delta.snapshotPartitions", str(settings.delta_snapshot_partitions))
-        .enableHiveSupport()
     )
+    if catalogue:
+        builder = builder.config("spark.hadoop.javax.jdo.option.ConnectionURL", metastore_url).enableHiveSupport()
+    if server:
+        builder = (builder.config("spark.driver.extraClassPath", client)
+                   .config("spark.hadoop.javax.jdo.option.ConnectionDriverName", catalog_server.CLIENT_DRIVER))
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
-    spark.sql(f"CREATE DATABASE IF NOT EXISTS {settings.database}")
+    if catalogue:
+        spark.sql(f"CREATE DATABASE IF NOT EXISTS {settings.database}")
     return spark
 
 

@@ -18,6 +18,8 @@ class RunContext:
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Daily mode of the ingest stage: rewrite only this date's partitions (None: clean everything).
     partition_date: Optional[date] = None
+    # The map version this run tokenized, when gate and publish run as separate tasks (Airflow's XCom).
+    expected_map_version: Optional[str] = None
     _spark: Optional[Any] = None
 
     @property

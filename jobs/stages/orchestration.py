@@ -15,9 +15,9 @@ from typing import Any, Optional
 # genrec_retrain is scheduled on it. Its events carry the params the map was made with.
 SID_MAP_ASSET = "genrec_sid_map"
 
-# Every genrec task takes a slot of this Airflow pool. With the embedded Derby catalogue, which one
-# Spark process opens at a time, infra/airflow.sh creates it with one slot, so tasks of different
-# DAGs and runs never overlap.
+# Every genrec task takes a slot of this Airflow pool: its size is how many Spark tasks may overlap.
+# infra/airflow.sh starts the catalogue server, so tasks of different DAGs can share the catalogue,
+# and sizes the pool from AIRFLOW_SPARK_SLOTS (2); on the embedded catalogue it must be 1.
 SPARK_POOL = "genrec_spark"
 
 # The refit DAG's trigger form: each field is one config key.
@@ -63,8 +63,11 @@ def overrides_of(params: dict) -> tuple[str, ...]:
 
 
 def run(stage: str, params: dict, when: Optional[datetime], partition_date: Optional[date] = None,
-        extra: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Runs one stage for a task and returns its JSON-safe result (the task's XCom)."""
+        extra: tuple[str, ...] = (), expect_map_version: Optional[str] = None) -> dict[str, Any]:
+    """Runs one stage for a task and returns its JSON-safe result (the task's XCom).
+
+    expect_map_version: the map the run's tokenize task staged (gate and publish get it from XCom), so
+    that they never gate or publish a map that another run staged in between."""
     from genrec_core.config import ConfigError, load_config
     from jobs.stages.pipeline import expected_failures, make_context, run_stage
 
@@ -74,6 +77,7 @@ def run(stage: str, params: dict, when: Optional[datetime], partition_date: Opti
         raise ExpectedFailure(f"bad trigger params: {e}") from e
     ctx = make_context(cfg, logical_time=when)
     ctx.partition_date = partition_date
+    ctx.expected_map_version = expect_map_version
     try:
         result = run_stage(ctx, stage)
     except expected_failures() as e:

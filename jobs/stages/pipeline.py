@@ -18,9 +18,14 @@ def _encoder(ctx: RunContext) -> str:
 
 
 def _tokenize_result(ctx: RunContext) -> dict:
+    """This run's tokenize result: in-process, or rebuilt from the staged map when gate and publish run
+    as tasks of their own. A task that was handed its map version (ctx.expected_map_version, from the
+    tokenize task's XCom) refuses a staged map that another run has put in its place."""
     from jobs.stages import tokenize
 
-    return ctx.results.get("tokenize") or tokenize.staged_result(ctx)
+    result = ctx.results.get("tokenize") or tokenize.staged_result(ctx)
+    tokenize.check_staged(result["map_version"], ctx.expected_map_version)
+    return result
 
 
 def run_stage(ctx: RunContext, name: str) -> dict:
@@ -53,27 +58,35 @@ def expected_failures() -> tuple[type[Exception], ...]:
     from jobs.stages.gate import GateFailed
     from jobs.stages.ingest import CheckpointFailed
     from jobs.stages.recommend import NoChampion
-    from jobs.stages.tokenize import UnplacedItems
+    from jobs.lake.locks import LockTimeout
+    from jobs.stages.tokenize import StagedMapReplaced, UnplacedItems
     from jobs.transforms.driver_rows import DriverBoundExceeded
     from jobs.transforms.kcore_filter import KCoreNotConverged
 
     return (AccountingError, AdapterError, DatasetError, GateFailed, CheckpointFailed, UnplacedItems,
-            KCoreNotConverged, ModeError, AlignmentUnsupported, NoChampion, SpecMismatch, DriverBoundExceeded)
+            KCoreNotConverged, ModeError, AlignmentUnsupported, NoChampion, SpecMismatch, DriverBoundExceeded,
+            StagedMapReplaced, LockTimeout)
 
 
 def make_context(config, logical_time: Optional[datetime] = None) -> RunContext:
+    from jobs.lake import faults
     from jobs.lake.settings import load_settings, quiet_environment
 
     quiet_environment()
+    settings = load_settings()
+    faults.check(settings, STAGES)
     when = logical_time or datetime.now(timezone.utc).replace(microsecond=0)
     # Airflow hands in pendulum DateTimes, which Spark cannot infer; keep a plain UTC datetime.
     when = datetime.fromtimestamp(when.timestamp(), tz=timezone.utc)
-    return RunContext(settings=load_settings(), config=config, logical_time=when)
+    return RunContext(settings=settings, config=config, logical_time=when)
 
 
 def run(ctx: RunContext, stages=STAGES, echo: Callable[[str], None] = print) -> dict:
+    from jobs.lake.faults import crash_point
+
     for name in stages:
         echo(f"[genrec] stage {name} ...")
         result = run_stage(ctx, name)
         echo(f"[genrec] stage {name} done in {result['seconds']:.1f}s")
+        crash_point(ctx.settings, f"after:{name}")
     return ctx.results

@@ -41,6 +41,25 @@ class UnplacedItems(RuntimeError):
     """A unique-SID strategy could not give every item its own SID; nothing was staged."""
 
 
+class StagedMapReplaced(RuntimeError):
+    """The staged map is not the one this run tokenized: another run on the lakehouse staged its own."""
+
+
+def check_staged(staged: str, expected: Optional[str]) -> None:
+    if expected and staged != expected:
+        raise StagedMapReplaced(
+            f"the staged SID map is {staged}, not {expected} which this run tokenized: another run on this "
+            f"lakehouse staged its own map since. Nothing was published; rerun from tokenize.")
+
+
+def staged_map_version(ctx: RunContext) -> Optional[str]:
+    """The map version in item_sid_staged now (None when nothing is staged)."""
+    if not delta_io.table_exists(ctx.spark, ctx.settings, S.ITEM_SID_STAGED):
+        return None
+    row = delta_io.read(ctx.spark, ctx.settings, S.ITEM_SID_STAGED).select("map_version").first()
+    return row[0] if row else None
+
+
 def fit_progress(quantizer: str):
     """A tqdm bar for fitters that train in steps; it opens on the first report and closes at the last."""
     state: dict = {}
@@ -395,9 +414,9 @@ def staged_result(ctx: RunContext) -> dict:
     running in another process, e.g. as separate Airflow tasks)."""
     if not delta_io.table_exists(ctx.spark, ctx.settings, S.ITEM_SID_STAGED):
         raise RuntimeError("no staged SID map: run the tokenize stage first")
-    row = delta_io.read(ctx.spark, ctx.settings, S.ITEM_SID_STAGED).select("map_version").first()
-    if row is None:
+    map_version = staged_map_version(ctx)
+    if map_version is None:
         raise RuntimeError("the staged SID map is empty: the catalogue has no items")
-    folder = ctx.settings.staging / "tokenizer" / row[0]
-    return {"map_version": row[0], "tokenizer_dir": str(folder), "metrics": read_metrics(folder),
+    folder = ctx.settings.staging / "tokenizer" / map_version
+    return {"map_version": map_version, "tokenizer_dir": str(folder), "metrics": read_metrics(folder),
             "lifecycle": read_lifecycle(folder), "code_level_sizes": read_header(folder)["code_level_sizes"]}

@@ -3,8 +3,9 @@ triggerer) runs genrec's DAGs in their own processes: a scheduled nightly run, g
 by the map Asset, and a backfill over three dates created through the REST API (with --backfill-twice,
 as `make test-airflow` runs it, repeated with reprocess_behavior=completed and compared). Headless Chromium renders the DAG's grid page and saves a screenshot.
 
-The server gets its own AIRFLOW_HOME and GENREC_HOME, so its tasks' Spark processes never meet this
-test process's Derby catalogue; the test reads their Delta tables by path. Also `make test-airflow`.
+The server gets its own AIRFLOW_HOME and GENREC_HOME; `infra/airflow.sh` serves that lakehouse's
+catalogue to the tasks (and to a `genrec sql` the test runs during the backfill); the test process
+reads the Delta tables by path. Also `make test-airflow`.
 """
 from __future__ import annotations
 
@@ -124,13 +125,20 @@ def server(tmp_path_factory):
         assert started.returncode == 0, started.stdout + started.stderr
         assert f"UI {srv.url}" in started.stdout and "login" in started.stdout
         assert srv.sh("status").returncode == 0
+        # The tasks' lakehouse is served to many processes (tasks of both DAGs, and readers).
+        catalogue = json.loads((srv.genrec_home / "lakehouse" / "_catalog_server.json").read_text())
+        assert _alive(catalogue["pid"])
         yield srv
     finally:
         pids = srv.pids()
+        record = srv.genrec_home / "lakehouse" / "_catalog_server.json"
+        if record.exists():
+            pids.append(json.loads(record.read_text())["pid"])
         stopped = srv.sh("stop", timeout=120)
         assert stopped.returncode == 0, stopped.stderr
         still = [p for p in pids if _alive(p)]
         assert not still, f"processes left running after stop: {still}"
+        assert not record.exists()
         assert srv.sh("status").returncode == 3
 
 
@@ -160,8 +168,8 @@ def _snapshot(spark, srv: Server) -> dict:
                           .select("scope", "input_rows", "output_rows", "quarantined_rows", "removed_rows"))}
 
 
-def _backfill(srv: Server, timeout_s: float) -> list[dict]:
-    """Creates the backfill over DATES through the REST API and waits until Airflow completes it."""
+def _create_backfill(srv: Server) -> int:
+    """Creates the backfill over DATES through the REST API; -> its id."""
     body = {"dag_id": "genrec_nightly", "from_date": f"{DATES[0]}T00:00:00Z", "to_date": f"{DATES[-1]}T00:00:00Z",
             "max_active_runs": 1, "reprocess_behavior": "completed", "dag_run_conf": CONF}
     for attempt in range(12):
@@ -174,11 +182,16 @@ def _backfill(srv: Server, timeout_s: float) -> list[dict]:
             if "HTTP 503" not in str(e) or attempt == 11:
                 raise
             time.sleep(5)
+    return backfill["id"]
+
+
+def _await_backfill(srv: Server, backfill_id: int, timeout_s: float) -> list[dict]:
+    """Waits until Airflow completes the backfill; -> its runs, each a success."""
     deadline = time.monotonic() + timeout_s
-    while srv.call("GET", f"/api/v2/backfills/{backfill['id']}")["completed_at"] is None:
+    while srv.call("GET", f"/api/v2/backfills/{backfill_id}")["completed_at"] is None:
         srv.wait("genrec_nightly", lambda rs: True, "", 60)  # fails at once on a failed run
         if time.monotonic() > deadline:
-            raise AssertionError(f"backfill {backfill['id']} not complete after {timeout_s:.0f}s: "
+            raise AssertionError(f"backfill {backfill_id} not complete after {timeout_s:.0f}s: "
                                  f"{[(r['dag_run_id'], r['state']) for r in srv.runs('genrec_nightly')]}")
         time.sleep(5)
     runs = [r for r in srv.runs("genrec_nightly") if r["run_type"] == "backfill"]
@@ -191,24 +204,33 @@ def test_backfill_over_the_rest_api_rewrites_its_dates_and_converges(server, spa
     say = _reporter(capsys)
     t0 = time.monotonic()
     # The nightly's scheduled run (today: no events in scope) publishes the first map, and its Asset
-    # event starts genrec_retrain. The backfill waits for it: runs of one DAG share the staged map.
+    # event starts genrec_retrain. Runs of genrec_nightly go one at a time (max_active_runs=1).
     server.wait("genrec_nightly", lambda rs: any(r["run_type"] == "scheduled" and r["state"] == "success"
                                                  for r in rs), "the scheduled nightly run", 1800)
     say(f"scheduled nightly run done after {time.monotonic() - t0:.0f} s")
-    # genrec_retrain ran from the map Asset, with the map's params.
-    retrain = server.wait("genrec_retrain", lambda rs: rs and all(r["state"] == "success" for r in rs),
-                          "genrec_retrain", 1800)
+    t1 = time.monotonic()
+    first = _create_backfill(server)
+    # genrec_retrain ran from the map Asset, with the map's params; its tasks and the backfill's share
+    # the catalogue server and the pool's two slots.
+    retrain = server.wait("genrec_retrain", lambda rs: rs and rs[0]["state"] == "success", "genrec_retrain", 1800)
     assert {r["run_type"] for r in retrain} == {"asset_triggered"}, retrain
     say(f"genrec_retrain (asset-triggered) done after {time.monotonic() - t0:.0f} s")
+    # A reader queries the tasks' lakehouse while the backfill writes it.
+    query = subprocess.run(genrec_cli() + ["sql", "SELECT count(*) FROM genrec.item_sid", "--output", "csv"],
+                           env=server.env, capture_output=True, text=True, timeout=600)
+    assert query.returncode == 0 and int(query.stdout.splitlines()[1]) > 0, query.stderr[-3000:]
+    busy = server.call("GET", f"/api/v2/backfills/{first}")["completed_at"] is None
+    say(f"`genrec sql` answered during the backfill: {busy}")
 
-    # The repeat costs another ~15 minutes of one-at-a-time Spark tasks: `make test-airflow` runs it;
-    # `make test` keeps to one backfill (tests/integration/test_ingest.py checks daily reruns converge).
+    # The repeat costs another ~15 minutes of Spark tasks: `make test-airflow` runs it; `make test`
+    # keeps to one backfill (tests/integration/test_ingest.py checks daily reruns converge).
     attempts = ("first", "repeat") if pytestconfig.getoption("backfill_twice") else ("first",)
     snapshots = []
     for attempt in attempts:
-        t1 = time.monotonic()
-        runs = _backfill(server, 3000)
+        backfill_id = first if attempt == "first" else _create_backfill(server)
+        runs = _await_backfill(server, backfill_id, 3000)
         say(f"{attempt} backfill: {time.monotonic() - t1:.0f} s")
+        t1 = time.monotonic()
         for r in sorted(runs, key=lambda r: r["logical_date"]):
             say(f"  {r['logical_date'][:10]}: {r.get('duration') or 0:.0f} s ({r['start_date']} -> {r['end_date']})")
         snapshots.append(_snapshot(spark, server))

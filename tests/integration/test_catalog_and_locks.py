@@ -1,0 +1,111 @@
+"""The pieces under concurrent runs, without Spark: who holds the embedded catalogue, the publish lock
+between processes, and the crash hook's fail-fast check."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from jobs.lake import catalog_server, faults, locks
+from jobs.lake.settings import load_settings
+
+HOLD_LOCK = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+fcntl.lockf(fd, fcntl.LOCK_EX)
+print("locked", flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.fixture
+def settings(tmp_path):
+    return dataclasses.replace(load_settings(), home=tmp_path, lakehouse=tmp_path / "lakehouse")
+
+
+def test_embedded_holder_names_the_process_holding_derbys_lock(settings):
+    """Derby holds a POSIX write lock on dbex.lck while it has the database booted; a process doing
+    the same stands in for it."""
+    lock_file = catalog_server.metastore_path(settings) / "dbex.lck"
+    lock_file.parent.mkdir(parents=True)
+    assert catalog_server.embedded_holder(settings) is None
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(lock_file)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert catalog_server.embedded_holder(settings) == holder.pid
+        with pytest.raises(catalog_server.CatalogBusy, match=f"open in pid {holder.pid}.*genrec catalog start"):
+            catalog_server.check_embedded_free(settings)
+        with pytest.raises(catalog_server.CatalogBusy, match="start the server once that process has ended"):
+            catalog_server.start(settings)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert catalog_server.embedded_holder(settings) is None
+
+
+def test_a_stale_server_record_is_ignored(settings):
+    settings.lakehouse.mkdir(parents=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    catalog_server.record_path(settings).write_text(
+        f'{{"pid": {int(dead.stdout)}, "host": "127.0.0.1", "port": 1}}')
+    assert catalog_server.address(settings) is None
+
+
+def test_the_publish_lock_makes_a_second_process_wait(settings):
+    waiter = """
+import dataclasses, sys, time
+from pathlib import Path
+from jobs.lake import locks
+from jobs.lake.settings import load_settings
+s = dataclasses.replace(load_settings(), lakehouse=Path(sys.argv[1]))
+with locks.exclusive(s, "publish"):
+    print("acquired", time.time(), flush=True)
+"""
+    with locks.exclusive(settings, "publish"):
+        held_at = time.time()
+        proc = subprocess.Popen([sys.executable, "-c", waiter, str(settings.lakehouse)], stdout=subprocess.PIPE,
+                                text=True, cwd=Path(__file__).resolve().parents[2])
+        first = proc.stdout.readline()
+        assert first.startswith("[genrec] waiting for the publish lock, held by") and f'"pid": {os.getpid()}' in first
+        time.sleep(1.0)
+        released_at = time.time()
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    acquired_at = float(out.split()[1])
+    assert acquired_at >= released_at > held_at
+
+
+def test_the_lock_times_out_with_its_holder_named(settings):
+    with locks.exclusive(settings, "publish"):
+        code = ("import dataclasses, sys; from pathlib import Path; from jobs.lake import locks; "
+                "from jobs.lake.settings import load_settings; "
+                "s = dataclasses.replace(load_settings(), lakehouse=Path(sys.argv[1]))\n"
+                "with locks.exclusive(s, 'publish', wait_s=1): pass")
+        proc = subprocess.run([sys.executable, "-c", code, str(settings.lakehouse)], capture_output=True, text=True,
+                              cwd=Path(__file__).resolve().parents[2], timeout=60)
+    assert proc.returncode != 0 and "LockTimeout" in proc.stderr and f'"pid": {os.getpid()}' in proc.stderr
+
+
+def test_a_lock_dies_with_its_holder(settings):
+    path = settings.lakehouse / "_locks" / "publish.lock"
+    path.parent.mkdir(parents=True)
+    code = ("import fcntl, sys, time\nf = open(sys.argv[1], 'a+')\nfcntl.flock(f, fcntl.LOCK_EX)\n"
+            "print('held', flush=True)\ntime.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    holder.kill()  # SIGKILL: no cleanup runs
+    holder.wait()
+    with locks.exclusive(settings, "publish", wait_s=5):
+        assert f'"pid": {os.getpid()}' in path.read_text()
+
+
+def test_crash_points_fail_fast_on_a_typo(settings):
+    faults.check(dataclasses.replace(settings, crash_at="after:publish"), ("ingest", "publish"))
+    faults.check(dataclasses.replace(settings, crash_at="publish:item_sid"), ("publish",))
+    with pytest.raises(ValueError, match="names no crash point"):
+        faults.check(dataclasses.replace(settings, crash_at="after:pubilsh"), ("ingest", "publish"))
