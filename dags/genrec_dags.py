@@ -117,8 +117,10 @@ with DAG(
     schedule="@daily",
     start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
     catchup=False,
-    # The staged map between tokenize and publish is one per home: two runs of this DAG at once
-    # would gate one map and publish the other. Runs of a backfill therefore go one at a time.
+    # The staged map between tokenize and publish is one per home. Two runs of this DAG at once
+    # cannot publish each other's map (gate and publish check the map version their tokenize task
+    # handed them, under the publish lock), but the later stager would fail its run. Runs of a
+    # backfill therefore go one at a time; tasks of other DAGs may overlap them.
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
     doc_md=NIGHTLY_DOC,

@@ -217,23 +217,26 @@ def start(settings, port: Optional[int] = None, timeout_s: float = 60.0) -> dict
 
 
 def stop(settings, timeout_s: float = 30.0) -> Optional[dict]:
-    """Stops this lakehouse's server by its recorded pid (TERM, then KILL after timeout_s); returns
+    """Stops this lakehouse's server by its recorded pid (Derby's shutdown command, then TERM, then KILL,
+    each given timeout_s); returns
     the record of what was stopped, or None if nothing ran. Clients still connected lose the catalogue."""
     record = _read_record(settings)
     if record is None:
         return None
     pid = int(record["pid"])
-    if _alive(pid):
-        # Derby's own shutdown first: it checkpoints the metastore, so the next boot skips recovery.
-        try:
-            subprocess.run([_java(), "-cp", classpath(settings), "org.apache.derby.drda.NetworkServerControl",
-                            "shutdown", "-h", record["host"], "-p", str(record["port"])],
-                           capture_output=True, timeout=timeout_s)
-        except (subprocess.TimeoutExpired, CatalogServerError, OSError):
-            pass
-        deadline = time.monotonic() + timeout_s
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
+    if not _alive(pid):  # a stale record: the server died (or the machine restarted)
+        record_path(settings).unlink(missing_ok=True)
+        return None
+    # Derby's own shutdown first: it checkpoints the metastore, so the next boot skips recovery.
+    try:
+        subprocess.run([_java(), "-cp", classpath(settings), "org.apache.derby.drda.NetworkServerControl",
+                        "shutdown", "-h", record["host"], "-p", str(record["port"])],
+                       capture_output=True, timeout=timeout_s)
+    except (subprocess.TimeoutExpired, CatalogServerError, OSError):
+        pass
+    deadline = time.monotonic() + timeout_s
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
     if _alive(pid):
         try:
             os.kill(pid, signal.SIGTERM)

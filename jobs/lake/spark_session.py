@@ -93,11 +93,24 @@ def get_spark(settings: Settings, app_name: str = "genrec", catalogue: bool = Tr
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     if catalogue:
-        spark.sql(f"CREATE DATABASE IF NOT EXISTS {settings.database}")
+        _tolerate_a_racing_creator(lambda: spark.sql(f"CREATE DATABASE IF NOT EXISTS {settings.database}"))
     return spark
+
+
+def _tolerate_a_racing_creator(create) -> None:
+    """Runs a CREATE ... IF NOT EXISTS. Through the catalogue server, two processes can both find the
+    object missing and both create it; the later one's 'already exists' means the work is done."""
+    from pyspark.errors import AnalysisException
+
+    try:
+        create()
+    except AnalysisException as e:
+        if "ALREADY_EXISTS" not in str(e) and "already exists" not in str(e):
+            raise
 
 
 def register_table(spark, settings: Settings, table: str) -> None:
     """Points the catalogue entry genrec.<table> at the Delta folder (idempotent)."""
     path = settings.table_path(table)
-    spark.sql(f"CREATE TABLE IF NOT EXISTS {settings.qualified(table)} USING DELTA LOCATION '{path}'")
+    _tolerate_a_racing_creator(lambda: spark.sql(
+        f"CREATE TABLE IF NOT EXISTS {settings.qualified(table)} USING DELTA LOCATION '{path}'"))

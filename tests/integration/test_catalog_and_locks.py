@@ -54,6 +54,7 @@ def test_a_stale_server_record_is_ignored(settings):
     catalog_server.record_path(settings).write_text(
         f'{{"pid": {int(dead.stdout)}, "host": "127.0.0.1", "port": 1}}')
     assert catalog_server.address(settings) is None
+    assert catalog_server.stop(settings) is None and not catalog_server.record_path(settings).exists()
 
 
 def test_the_publish_lock_makes_a_second_process_wait(settings):
