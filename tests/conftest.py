@@ -35,6 +35,9 @@ def pytest_addoption(parser):
     parser.addoption("--backfill-twice", action="store_true",
                      help="real-server Airflow test: repeat the backfill and compare the tables (adds ~15 min; "
                           "`make test-airflow` sets it)")
+    parser.addoption("--crash-chain", action="store_true",
+                     help="crash safety: kill the pipeline at every stage boundary and twice inside publish, "
+                          "then compare with an uninterrupted run (~9 min; `make test-crash` sets it)")
 
 
 @pytest.fixture(scope="session")
