@@ -84,14 +84,31 @@ def classpath(settings) -> str:
     return os.pathsep.join(str(j) for j in jars)
 
 
+def _stat(pid: int) -> list[str]:
+    """/proc/PID/stat after the command name: [state, ppid, ...]; [] when there is no such process."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
 def _alive(pid: int) -> bool:
     """A running Derby server with this pid (not a zombie, not another program reusing the pid)."""
+    stat = _stat(pid)
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[0]
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (OSError, IndexError):
+        return bool(stat) and stat[0] != "Z" and b"NetworkServerControl" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
         return False
-    return state != "Z" and b"NetworkServerControl" in cmdline
+
+
+def _wait_gone(pid: int, timeout_s: float) -> bool:
+    """Waits up to timeout_s for the server to end; True once it has."""
+    deadline = time.monotonic() + timeout_s
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
 
 
 def _answers(port: int, timeout: float = 1.0) -> bool:
@@ -151,8 +168,9 @@ def embedded_holder(settings) -> Optional[int]:
 
 def describe_process(pid: int) -> str:
     """'pid N (its parent's command line)': the JVM's parent is the genrec or pyspark process."""
+    stat = _stat(pid)
     try:
-        parent = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[1]
+        parent = stat[1]
         cmd = Path(f"/proc/{parent}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
         return f"pid {pid} (started by pid {parent}: {cmd[:160]})"
     except (OSError, IndexError):
@@ -218,8 +236,8 @@ def start(settings, port: Optional[int] = None, timeout_s: float = 60.0) -> dict
 
 def stop(settings, timeout_s: float = 30.0) -> Optional[dict]:
     """Stops this lakehouse's server by its recorded pid (Derby's shutdown command, then TERM, then KILL,
-    each given timeout_s); returns
-    the record of what was stopped, or None if nothing ran. Clients still connected lose the catalogue."""
+    each given timeout_s); returns the record of what was stopped, or None if nothing ran. Clients
+    still connected lose the catalogue."""
     record = _read_record(settings)
     if record is None:
         return None
@@ -234,20 +252,13 @@ def stop(settings, timeout_s: float = 30.0) -> Optional[dict]:
                        capture_output=True, timeout=timeout_s)
     except (subprocess.TimeoutExpired, CatalogServerError, OSError):
         pass
-    deadline = time.monotonic() + timeout_s
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    if _alive(pid):
+    if not _wait_gone(pid, timeout_s):
         try:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
-        deadline = time.monotonic() + timeout_s
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if _alive(pid):
+        if not _wait_gone(pid, timeout_s):
             os.kill(pid, signal.SIGKILL)
-            while _alive(pid):
-                time.sleep(0.1)
+            _wait_gone(pid, float("inf"))
     record_path(settings).unlink(missing_ok=True)
     return record

@@ -14,7 +14,7 @@ PUBLISH_POINTS = ("publish:registered", "publish:item_sid")
 
 
 def crash_point(settings, point: str) -> None:
-    if settings.crash_at and settings.crash_at == point:
+    if settings.crash_at == point:
         print(f"[genrec] GENREC_CRASH_AT={point}: exiting hard", file=sys.stderr, flush=True)
         os._exit(CRASH_EXIT_CODE)
 

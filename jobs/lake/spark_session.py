@@ -43,21 +43,8 @@ def get_spark(settings: Settings, app_name: str = "genrec", catalogue: bool = Tr
     from pyspark.sql import SparkSession
 
     settings.lakehouse.mkdir(parents=True, exist_ok=True)
-    jar_paths = delta_jar_paths(settings.jars_dir)
-    server = catalog_server.address(settings) if catalogue else None
-    if not catalogue:
-        metastore_url = None
-    elif server:
-        metastore_url = catalog_server.jdbc_url(settings, server)
-        # The Hive client loads the JDBC driver from the JVM's class path, not from spark.jars.
-        client = str(catalog_server.client_jar(settings))
-        jar_paths.append(Path(client))
-    else:
-        from pyspark import SparkContext
-
-        if SparkContext._active_spark_context is None:  # a JVM of this process holds no lock yet
-            catalog_server.check_embedded_free(settings)
-        metastore_url = f"jdbc:derby:;databaseName={catalog_server.metastore_path(settings)};create=true"
+    metastore, extra_jars = _catalogue_config(settings) if catalogue else ({}, [])
+    jar_paths = delta_jar_paths(settings.jars_dir) + extra_jars
     jars = ",".join(str(p) for p in jar_paths)
     builder = (
         SparkSession.builder.appName(app_name)
@@ -85,16 +72,33 @@ def get_spark(settings: Settings, app_name: str = "genrec", catalogue: bool = Tr
         # Delta replays its log with this many tasks; the default (50) dominates small local jobs.
         .config("spark.databricks.delta.snapshotPartitions", str(settings.delta_snapshot_partitions))
     )
+    for key, value in metastore.items():
+        builder = builder.config(key, value)
     if catalogue:
-        builder = builder.config("spark.hadoop.javax.jdo.option.ConnectionURL", metastore_url).enableHiveSupport()
-    if server:
-        builder = (builder.config("spark.driver.extraClassPath", client)
-                   .config("spark.hadoop.javax.jdo.option.ConnectionDriverName", catalog_server.CLIENT_DRIVER))
+        builder = builder.enableHiveSupport()
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     if catalogue:
         _tolerate_a_racing_creator(lambda: spark.sql(f"CREATE DATABASE IF NOT EXISTS {settings.database}"))
     return spark
+
+
+def _catalogue_config(settings: Settings) -> tuple[dict[str, str], list[Path]]:
+    """Spark settings (and extra jars) for the Hive metastore: through the lakehouse's catalogue server
+    when one runs, else the Derby files opened embedded, once no other process holds them."""
+    server = catalog_server.address(settings)
+    if server:
+        client = catalog_server.client_jar(settings)
+        # The Hive client loads the JDBC driver from the JVM's class path, not from spark.jars.
+        return {"spark.hadoop.javax.jdo.option.ConnectionURL": catalog_server.jdbc_url(settings, server),
+                "spark.hadoop.javax.jdo.option.ConnectionDriverName": catalog_server.CLIENT_DRIVER,
+                "spark.driver.extraClassPath": str(client)}, [client]
+    from pyspark import SparkContext
+
+    if SparkContext._active_spark_context is None:  # a JVM of this process holds no lock yet
+        catalog_server.check_embedded_free(settings)
+    url = f"jdbc:derby:;databaseName={catalog_server.metastore_path(settings)};create=true"
+    return {"spark.hadoop.javax.jdo.option.ConnectionURL": url}, []
 
 
 def _tolerate_a_racing_creator(create) -> None:

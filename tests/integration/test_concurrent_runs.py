@@ -4,6 +4,7 @@ other finds nothing to do; a task handed another map than the staged one publish
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -102,8 +103,7 @@ def test_two_publishers_at_once_publish_one_version(first_run, home, tmp_path):
     staged = genrec(home, "run", *NEW_MAP, "--stages", "tokenize,gate")
     assert staged.returncode == 0, staged.stderr[-3000:]
     before = {t: commits(home, t) for t in ("item_sid", "sid_map_versions")}
-    settings = load_settings().__class__(**{**load_settings().__dict__, "home": home,
-                                            "lakehouse": home / "lakehouse"})
+    settings = dataclasses.replace(load_settings(), home=home, lakehouse=home / "lakehouse")
     logs = [tmp_path / f"publisher{i}.log" for i in range(2)]
     # The test holds the publish lock until both publishers wait on it, so they truly contend.
     with locks.exclusive(settings, "publish"):

@@ -132,11 +132,10 @@ def test_mlflow_holds_no_duplicate_version(homes):
     assert counts[0] == counts[1]
 
 
-def test_a_crash_between_item_sid_and_the_manifest_is_finished_by_the_rerun(tmp_path):
+def test_a_crash_between_item_sid_and_the_manifest_is_finished_by_the_rerun(tmp_path, spark):
     """Killed after item_sid took the map and before the manifest row: the rerun of publish writes
     the row naming that item_sid version, commits nothing else, and registers no second tokenizer."""
     import mlflow
-    from pyspark.sql import SparkSession
 
     home = tmp_path / "home"
     proc = genrec(home, "run", *DATE, "--stages", "ingest,sequences,embed,tokenize,gate,publish",
@@ -151,12 +150,6 @@ def test_a_crash_between_item_sid_and_the_manifest_is_finished_by_the_rerun(tmp_
     assert " published: item_sid v" in rerun.stdout
     assert sorted((lake / "item_sid" / "_delta_log").glob("*.json")) == sid_commits  # the map was whole
 
-    spark = SparkSession.getActiveSession()
-    if spark is None:
-        from jobs.lake.settings import load_settings
-        from jobs.lake.spark_session import get_spark
-
-        spark = get_spark(load_settings(), catalogue=False)
     row, = spark.read.format("delta").load(str(lake / "sid_map_versions")).collect()
     snap = spark.read.format("delta").option("versionAsOf", row["item_sid_version"]).load(str(lake / "item_sid"))
     assert row["item_sid_version"] == len(sid_commits) - 1
