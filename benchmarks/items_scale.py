@@ -4,8 +4,11 @@
    over `TextEncoder.encode` items/s in this process, on the same synthetic catalogue texts.
 2. Item path without embedding, per size: synthetic 384-d vectors written straight into
    `item_embeddings`, then the tokenize (fit on a 2*10^5 sample), gate and publish stages, timed;
-   Spark assignment items/s per core against raw FAISS single-thread items/s on the same codebooks
-   and vectors; the peak RSS of the driver (Python) and of the local JVM.
+   Spark assignment items/s per core against raw FAISS single-process items/s per core on the same
+   codebooks and vectors (`assign_ratio_to_faiss`: one process with as many OpenMP threads as Spark
+   has cores), against FAISS on one thread (which assumes perfect scaling over the cores), and
+   against one thread that also reads the vectors from the table's files (no Spark);
+   the peak RSS of the driver (Python) and of the local JVM.
 3. A fitted scaling exponent and an extrapolation to 2.5*10^8 items.
 
 Every size runs in its own process, so each peak RSS is that size's. Inputs are generated once per
@@ -120,14 +123,38 @@ def write_inputs(ctx, n: int, encoder: str, seed: int = 0) -> float:
 
 # ---- one size, in its own process ---------------------------------------------------------------
 
-def raw_faiss_per_core(x: np.ndarray, codebooks) -> float:
-    """Items/s of bare FAISS residual search on one thread (best of 3)."""
+def raw_faiss_items_per_s(x: np.ndarray, codebooks, threads: int = 1) -> float:
+    """Items/s of bare FAISS residual search in this process on `threads` OpenMP threads (best of 3)."""
     import faiss
 
     from benchmarks.rq_encode import best_of, raw_faiss_encode
 
+    faiss.omp_set_num_threads(threads)
+    try:
+        return len(x) / best_of(lambda: raw_faiss_encode(x, codebooks))
+    finally:
+        faiss.omp_set_num_threads(1)
+
+
+def read_and_faiss_per_core(files, encoder: str, codebooks, dim: int, limit: int = 200_000) -> float:
+    """Items/s of one thread that reads the table's parquet files as the tasks do (pyarrow, in slices)
+    and encodes with bare FAISS: assignment with no Spark in it, so the ratio to it is Spark's share."""
+    import faiss
+
+    from benchmarks.rq_encode import raw_faiss_encode
+    from jobs.transforms.sid_assign import FILE_BATCH_ROWS, _open_parquet, arrow_matrix, rows_of_encoder
+
     faiss.omp_set_num_threads(1)
-    return len(x) / best_of(lambda: raw_faiss_encode(x, codebooks))
+    done, t = 0, time.perf_counter()
+    for uri in files:
+        for part in _open_parquet(uri).iter_batches(batch_size=FILE_BATCH_ROWS, columns=["item_id", "encoder", "vector"],
+                                                    use_threads=False):
+            part = rows_of_encoder(part, encoder)
+            raw_faiss_encode(arrow_matrix(part.column("vector"), dim), codebooks)
+            done += part.num_rows
+            if done >= limit:
+                return done / (time.perf_counter() - t)
+    return done / (time.perf_counter() - t)
 
 
 def one_size(n: int, fit_sample: int) -> dict:
@@ -186,7 +213,10 @@ def one_size(n: int, fit_sample: int) -> dict:
 
     spark_s = timed(sid_assign.codes_of(spark, vectors, bc, tok.dim, threads))  # the path tokenize takes
     spark_decoded_s = timed(sid_assign.greedy_codes(vectors.df, bc, tok.dim, threads))  # the reference path
-    raw = raw_faiss_per_core(sample, tok.codebooks)
+    raw = raw_faiss_items_per_s(sample, tok.codebooks)
+    # One process on all the cores Spark has: what the cores give FAISS when it has them to itself.
+    raw_all = raw_faiss_items_per_s(sample, tok.codebooks, cores)
+    read_raw = read_and_faiss_per_core(vectors.files, vectors.encoder, tok.codebooks, tok.dim)
     spark.stop()
     py_gb, jvm_gb = rss.stop()
     item_path = sum(stages.values())
@@ -195,7 +225,12 @@ def one_size(n: int, fit_sample: int) -> dict:
             "spark_assign_items_per_s": round(n / spark_s), "spark_cores": cores,
             "spark_assign_items_per_s_per_core": round(n / spark_s / cores),
             "raw_faiss_items_per_s_one_thread": round(raw), "raw_faiss_vectors": int(len(sample)),
-            "assign_ratio_to_faiss": round(n / spark_s / cores / raw, 3),
+            "raw_faiss_items_per_s_all_cores": round(raw_all),
+            "raw_faiss_items_per_s_per_core": round(raw_all / cores),
+            "assign_ratio_to_faiss": round(n / spark_s / raw_all, 3),
+            "assign_ratio_to_faiss_one_thread": round(n / spark_s / cores / raw, 3),
+            "read_and_faiss_items_per_s_one_thread": round(read_raw),
+            "assign_ratio_to_read_and_faiss": round(n / spark_s / cores / read_raw, 3),
             "spark_decoded_assign_items_per_s_per_core": round(n / spark_decoded_s / cores),
             "spark_decoded_assign_ratio_to_faiss": round(n / spark_decoded_s / cores / raw, 3),
             "driver_rss_gb": round(py_gb, 2), "jvm_rss_gb": round(jvm_gb, 2)}
@@ -301,8 +336,10 @@ def main() -> None:
         rows.append(_child(["--one-size", str(size), "--fit-sample", str(args.fit_sample)]))
         r = rows[-1]
         print(f"{r['items']:>10,} items: item path {r['item_path_seconds']:>7.1f}s {r['stage_seconds']}  "
-              f"assign {r['spark_assign_items_per_s_per_core']:,}/s/core vs FAISS {r['raw_faiss_items_per_s_one_thread']:,}/s "
-              f"= {r['assign_ratio_to_faiss']}  driver RSS {r['driver_rss_gb']} GB, JVM {r['jvm_rss_gb']} GB", flush=True)
+              f"assign {r['spark_assign_items_per_s_per_core']:,}/s/core vs FAISS {r['raw_faiss_items_per_s_per_core']:,}/s/core "
+              f"= {r['assign_ratio_to_faiss']} (vs FAISS on one thread {r['raw_faiss_items_per_s_one_thread']:,}/s "
+              f"= {r['assign_ratio_to_faiss_one_thread']}; vs read+FAISS {r['read_and_faiss_items_per_s_one_thread']:,}/s "
+              f"= {r['assign_ratio_to_read_and_faiss']})  driver RSS {r['driver_rss_gb']} GB, JVM {r['jvm_rss_gb']} GB", flush=True)
     exponent = None
     if len(rows) > 1:
         exponent = float(np.polyfit(np.log([r["items"] for r in rows]),

@@ -102,3 +102,39 @@ def test_a_table_with_deletion_vectors_is_not_read_from_its_files(spark, embeddi
     spark.sql(f"DELETE FROM delta.`{path}` WHERE item_id = 'item-00001'")
     # The files still hold the deleted row; only Spark's reader knows to hide it.
     assert delta_io.snapshot_files(spark, embeddings_table, S.ITEM_EMBEDDINGS) is None
+
+
+def test_rows_of_encoder_keeps_a_one_encoder_batch_whole_and_filters_a_mixed_one():
+    import pyarrow as pa
+
+    from jobs.transforms.sid_assign import rows_of_encoder
+
+    def batch(encoders, dictionary=None):
+        column = pa.array(encoders).dictionary_encode()
+        if dictionary is not None:  # a row group's dictionary may hold values this slice does not use
+            column = pa.DictionaryArray.from_arrays(
+                pa.array([dictionary.index(e) if e is not None else None for e in encoders], pa.int32()),
+                pa.array(dictionary))
+        return pa.RecordBatch.from_arrays([pa.array([f"i{k}" for k in range(len(encoders))]), column],
+                                          names=["item_id", "encoder"])
+
+    whole = batch(["mine"] * 4, dictionary=["other", "mine"])
+    assert rows_of_encoder(whole, "mine") is whole
+    mixed = rows_of_encoder(batch(["mine", "other", None, "mine"], dictionary=["other", "mine"]), "mine")
+    assert mixed.column("item_id").to_pylist() == ["i0", "i3"]
+    plain = pa.RecordBatch.from_arrays([pa.array(["a", "b"]), pa.array(["other", "mine"])], names=["item_id", "encoder"])
+    assert rows_of_encoder(plain, "mine").column("item_id").to_pylist() == ["b"]
+    assert rows_of_encoder(batch(["other"] * 3), "mine").num_rows == 0
+
+
+def test_pack_units_keeps_every_row_group_once_in_order_and_balances_the_cores():
+    from jobs.transforms.sid_assign import pack_units
+
+    small = [(f"f{i}", 0, 1_000) for i in range(300)]  # many small shards, as the embed stage appends
+    big = [(f"g{i}", g, 80_000) for i in range(40) for g in range(3)]  # 9.6M rows in 120 row groups
+    for units in (small, big, big[:1], small[:1]):
+        packs = pack_units(units, parallelism=2)
+        assert [u for pack in packs for u in pack] == [(uri, g) for uri, g, _ in units]
+        assert all(packs)
+    assert len(pack_units(small, 2)) == 6  # 50k-row floor: 300k rows in 6 tasks, not 300
+    assert len(pack_units(big, 2)) == 8  # 4 tasks a core: 1.2M rows each, not 120 tasks
