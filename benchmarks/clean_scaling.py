@@ -137,6 +137,8 @@ def main() -> None:
     parser.add_argument("--master", default="local[2]")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes]
+    load_at_start = os.getloadavg()[0]
+    from benchmarks import machine
 
     os.environ["GENREC_SPARK_MASTER"] = args.master
     # The project's default of 8 shuffle partitions, which AQE coalesces further. Every task writes a
@@ -177,7 +179,8 @@ def main() -> None:
               None if exponent is None else round(exponent, 3), "marginal_clean_rows_per_s": marginal, "rows": rows,
               "extrapolation": {"events": TAOBAO_EVENTS, "core_hours": round(core_hours, 1),
                                 "assumes": f"time ~ N^{power:.2f} from the largest size, {cores} cores"},
-              "targets": {"ratio_to_copy": ">= 0.5", "scaling_exponent": "<= 1.1"}}
+              "targets": {"ratio_to_copy": ">= 0.5", "scaling_exponent": "<= 1.1"},
+              "machine": machine.describe(load_at_start)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
 

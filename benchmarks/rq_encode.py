@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -48,6 +49,7 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=256)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "rq_encode.json"))
     args = ap.parse_args()
+    load_at_start = os.getloadavg()[0]
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(args.n, args.dim)).astype(np.float32)
@@ -64,6 +66,9 @@ def main() -> None:
               "fit_seconds": fit_s, "encode_items_per_s": args.n / ours_s,
               "raw_faiss_items_per_s": args.n / raw_s, "reference_items_per_s": args.n / ref_s,
               "ratio_to_raw_faiss": raw_s / ours_s, "speedup_over_reference": ref_s / ours_s}
+    from machine import describe  # run as a script: benchmarks/ is on the path
+
+    result["machine"] = describe(load_at_start)
     print(f"{'encoder':<22}{'items/s':>14}{'ratio':>10}")
     print(f"{'raw FAISS (baseline)':<22}{result['raw_faiss_items_per_s']:>14,.0f}{1.0:>10.2f}")
     print(f"{'genrec rq_kmeans':<22}{result['encode_items_per_s']:>14,.0f}{result['ratio_to_raw_faiss']:>10.2f}")

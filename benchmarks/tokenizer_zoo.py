@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import time
 from pathlib import Path
 
@@ -259,6 +260,7 @@ def main() -> None:
     strategies = tuple(s for s in args.strategies.split(",") if s)
     cfg: TokenizeConfig = load_config("demo").tokenize  # 3 x 256, TIGER's shape
     result = {"config": dataclasses.asdict(cfg), "seed": args.seed}
+    load_at_start = os.getloadavg()[0]
     if not args.skip_real:
         if not DATA.is_dir():
             raise SystemExit(f"real datasets not found at {DATA}; run with --skip-real")
@@ -279,6 +281,9 @@ def main() -> None:
         result["speed"] = rows
         result["encode_ratio_to_faiss"] = {q: r["ratio_to_faiss"] for q, r in rows.items()}
         print_speed(rows, args.n)
+    from machine import describe  # run as a script: benchmarks/ is on the path
+
+    result["machine"] = describe(load_at_start)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2, sort_keys=True, default=float))
     print(f"\nwrote {args.out}")

@@ -37,7 +37,10 @@ def main(ctx: RunContext) -> dict:
     map_versions = [r[0] for r in active.select("map_version").distinct().collect()]
     if len(map_versions) != 1:
         raise RuntimeError(f"item_sid's active items carry map versions {map_versions}; republish the map")
-    active_ids = [r[0] for r in active.select("item_id").collect()]
+    from jobs.transforms import driver_rows
+
+    active_ids = driver_rows.collect(active.select("item_id"), "the active items the champion may recommend",
+                                     settings.driver_rows, driver_rows.RECOMMENDER_ON_ONE_HOST).item_id.tolist()
     users = (delta_io.read(spark, settings, S.USER_SEQUENCES).where(F.col("split") == "test")
              .select("user_id", F.concat("item_ids", F.array("target")).alias("history")))
     n_users = users.count()

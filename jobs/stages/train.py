@@ -22,10 +22,14 @@ from schemas import tables as S
 def load_map(ctx: RunContext):
     """(item_sid version, map_version, item ids sorted, codes [n, L], level sizes) of the published map's
     active items: retired items are neither trained towards nor decoded (the trie holds active SIDs only)."""
+    from jobs.transforms import driver_rows
+
     spark, settings = ctx.spark, ctx.settings
     version = delta_io.latest_version(spark, settings, S.ITEM_SID)
-    pdf = (delta_io.read(spark, settings, S.ITEM_SID, version).where("status = 'active'")
-           .orderBy("item_id").toPandas())
+    active = (delta_io.read(spark, settings, S.ITEM_SID, version).where("status = 'active'")
+              .select("item_id", "codes", "map_version").orderBy("item_id"))
+    pdf = driver_rows.collect(active, "the published map's active items (the recommender's vocabulary)",
+                              settings.driver_rows, driver_rows.RECOMMENDER_ON_ONE_HOST)
     map_versions = sorted(set(pdf.map_version))
     if len(map_versions) != 1:
         raise RuntimeError(f"item_sid v{version} mixes map versions {map_versions}; republish the map")

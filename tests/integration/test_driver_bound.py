@@ -76,3 +76,9 @@ def test_the_item_path_runs_within_the_bound(bounded, tmp_path):
     assert published.where("status = 'active'").count() == n_items
     report = map_report.main(ctx, out_dir=tmp_path)
     assert any(f"seeded sample of {BOUND}" in note for note in report["notes"])
+    # The recommender needs every active item on one host: under a smaller bound it says so, and how.
+    from jobs.stages import train
+    from jobs.transforms.driver_rows import DriverBoundExceeded
+
+    with pytest.raises(DriverBoundExceeded, match=r"recommender's vocabulary.*Raise GENREC_DRIVER_ROWS"):
+        train.load_map(ctx)
