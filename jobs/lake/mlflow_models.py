@@ -110,6 +110,15 @@ def alias_version(c, name: str, alias: str):
         return None
 
 
+def crown(c, name: str, version: str) -> None:
+    """`version` becomes the champion of `name`; a challenger alias on that same version goes, so a
+    version never carries both (a tokenizer is the challenger until its recommender wins)."""
+    c.set_registered_model_alias(name, CHAMPION, str(version))
+    challenger = alias_version(c, name, CHALLENGER)
+    if challenger is not None and str(challenger.version) == str(version):
+        c.delete_registered_model_alias(name, CHALLENGER)
+
+
 def promote(c, name: str, version: str, metric: str, value: float, margin: float) -> tuple[str, str]:
     """Gives `version` the alias champion when its validation `metric` beats the champion's by more
     than `margin` (or there is no champion), else challenger. Returns (alias, reason)."""
@@ -128,7 +137,10 @@ def promote(c, name: str, version: str, metric: str, value: float, margin: float
             alias = CHALLENGER
             reason = (f"valid {metric} {value:.4f} does not beat champion v{current.version}'s {best:.4f} "
                       f"by more than {margin}; champion kept")
-    c.set_registered_model_alias(name, alias, str(version))
+    if alias == CHAMPION:
+        crown(c, name, version)
+    else:
+        c.set_registered_model_alias(name, alias, str(version))
     return alias, reason
 
 

@@ -265,4 +265,4 @@ def _promote_tokenizer(ctx: RunContext, c, alias: str) -> None:
     row = delta_io.read(ctx.spark, ctx.settings, S.ITEM_SID).where("status = 'active'").select(
         "tokenizer_version").first()
     if row is not None:
-        c.set_registered_model_alias(mlflow_models.TOKENIZER_MODEL, mlflow_models.CHAMPION, str(row[0]))
+        mlflow_models.crown(c, mlflow_models.TOKENIZER_MODEL, str(row[0]))
