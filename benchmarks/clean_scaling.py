@@ -94,13 +94,14 @@ def fit_exponent(sizes, seconds) -> float:
 
 def run_size(spark, n_events: int, bench_root: Path) -> dict:
     from jobs.lake.spark_session import get_spark  # noqa: F401  (session already built by the caller)
+    from jobs.sources import landing
     from jobs.stages import ingest
 
     home = bench_root / f"{n_events:.0e}".replace("+", "")
     ctx = context(home, n_events)
     ctx._spark = spark
     t0 = time.perf_counter()
-    paths = ingest.land(ctx)  # generates once; later runs reuse the landed data
+    paths = landing.land(ctx)  # generates once; later runs reuse the landed data
     generate_s = time.perf_counter() - t0
     raw = spark.read.parquet(str(paths["events"])).count()
 
