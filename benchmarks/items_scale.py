@@ -142,16 +142,14 @@ def read_and_faiss_per_core(files, encoder: str, codebooks, dim: int, limit: int
     import faiss
 
     from benchmarks.rq_encode import raw_faiss_encode
-    from jobs.transforms.sid_assign import FILE_BATCH_ROWS, _open_parquet, arrow_matrix, rows_of_encoder
+    from jobs.transforms.sid_assign import encoder_vectors, open_parquet
 
     faiss.omp_set_num_threads(1)
     done, t = 0, time.perf_counter()
     for uri in files:
-        for part in _open_parquet(uri).iter_batches(batch_size=FILE_BATCH_ROWS, columns=["item_id", "encoder", "vector"],
-                                                    use_threads=False):
-            part = rows_of_encoder(part, encoder)
-            raw_faiss_encode(arrow_matrix(part.column("vector"), dim), codebooks)
-            done += part.num_rows
+        for _, x in encoder_vectors(open_parquet(uri), encoder, dim):
+            raw_faiss_encode(x, codebooks)
+            done += len(x)
             if done >= limit:
                 return done / (time.perf_counter() - t)
     return done / (time.perf_counter() - t)

@@ -110,7 +110,7 @@ def greedy_codes(vectors_df, bc, dim: int, threads: int = 1):
 FILE_BATCH_ROWS = 16_384
 
 
-def _open_parquet(uri: str):
+def open_parquet(uri: str):
     import pyarrow.fs as pafs
     import pyarrow.parquet as pq
 
@@ -133,6 +133,17 @@ def rows_of_encoder(batch, encoder: str):
     if column.null_count == 0 and pc.all(matches.take(pc.unique(column.indices))).as_py():
         return batch
     return batch.filter(matches.take(column.indices).fill_null(False))
+
+
+def encoder_vectors(parquet, encoder: str, dim: int, row_groups=None):
+    """(item_id Arrow array, float32 [n, dim]) per slice of FILE_BATCH_ROWS rows of `parquet` (an
+    `open_parquet` file; all row groups, or `row_groups`), only rows of `encoder`; empty slices skipped."""
+    slices = parquet.iter_batches(batch_size=FILE_BATCH_ROWS, row_groups=row_groups,
+                                  columns=["item_id", "encoder", "vector"], use_threads=False)
+    for part in slices:
+        part = rows_of_encoder(part, encoder)
+        if part.num_rows:
+            yield part.column("item_id"), arrow_matrix(part.column("vector"), dim)
 
 
 def pack_units(units, parallelism: int, min_rows: int = 50_000, max_rows: int = 2_000_000):
@@ -163,7 +174,7 @@ def greedy_codes_from_files(spark, files, encoder: str, bc, dim: int, threads: i
         return spark.createDataFrame([], CODES_SCHEMA)
 
     def row_groups(uri):
-        meta = _open_parquet(uri).metadata
+        meta = open_parquet(uri).metadata
         return [(uri, g, meta.row_group(g).num_rows) for g in range(meta.num_row_groups)]
 
     # A row group is the unit a parquet reader decodes whole; tasks take a run of them (pack_units).
@@ -181,15 +192,9 @@ def greedy_codes_from_files(spark, files, encoder: str, bc, dim: int, threads: i
         for batch in batches:
             for uri, group in zip(batch.column("path").to_pylist(), batch.column("row_group").to_pylist(), strict=True):
                 if uri != opened:
-                    opened, parquet = uri, _open_parquet(uri)
-                slices = parquet.iter_batches(batch_size=FILE_BATCH_ROWS, row_groups=[group],
-                                                         columns=["item_id", "encoder", "vector"], use_threads=False)
-                for part in slices:
-                    part = rows_of_encoder(part, encoder)
-                    if part.num_rows == 0:
-                        continue
-                    codes = tok.encode(arrow_matrix(part.column("vector"), dim))
-                    yield _semantic_batch(part.column("item_id"), np.asarray(codes), tok.levels)
+                    opened, parquet = uri, open_parquet(uri)
+                for item_ids, x in encoder_vectors(parquet, encoder, dim, [group]):
+                    yield _semantic_batch(item_ids, np.asarray(tok.encode(x)), tok.levels)
 
     # One pack a partition: parallelize slices a list of packs one per slice, and flatMap keeps that.
     work = spark.createDataFrame(sc.parallelize(packs, len(packs)).flatMap(lambda pack: pack),
