@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from airflow.sdk import DAG, Asset, Param, task
+from airflow.sdk import DAG, Asset, Param, PokeReturnValue, task
 
 # Light imports only (no Spark, torch or numpy): the names below are the project's single lists.
 from genrec_core.config import EMBEDDERS
@@ -65,8 +65,34 @@ def _announce(published: dict, params: dict, context: dict, when) -> None:
         "as_of": when.isoformat() if when else None}
 
 
+# The map lease (jobs.stages.orchestration.MAP_LEASE): a run's lakehouse-wide tasks run between a
+# setup that takes it and a teardown that gives it back, even when a task of the run failed. Waiting
+# is a sensor in reschedule mode, so a run in line holds neither a worker nor a slot of the pool.
+@task.sensor(poke_interval=15, timeout=12 * 3600, mode="reschedule", pool="default_pool", retries=0)
+def take_map_lease(_upstream=None, **context) -> PokeReturnValue:
+    from jobs.stages.orchestration import take_map_lease as take
+
+    holder = take(context)
+    if holder is not None:
+        print(f"[genrec] waiting for the map lease, held by {holder}", flush=True)
+    return PokeReturnValue(is_done=holder is None)
+
+
+@task(pool="default_pool")
+def give_back_map_lease(**context) -> bool:
+    from jobs.stages.orchestration import give_back_map_lease as give_back
+
+    return give_back(context)
+
+
+def _leased(lease, first_tasks: list, last_tasks: list) -> None:
+    """Wraps the tasks from first_tasks to last_tasks in the map lease's setup and teardown."""
+    lease >> first_tasks
+    last_tasks >> give_back_map_lease().as_teardown(setups=lease)
+
+
 def _map_chain(params_extra: tuple[str, ...] = ()):
-    """embed -> tokenize -> gate -> publish -> announce; returns (first, publish) task outputs' builders."""
+    """embed -> tokenize -> gate -> publish -> announce; wire(upstream) -> (embed, publish, announce)."""
 
     @task
     def embed(_upstream=None, params=None, **context) -> dict:
@@ -92,9 +118,9 @@ def _map_chain(params_extra: tuple[str, ...] = ()):
         _announce(published, params, context, run_date(context))
 
     def wire(upstream=None):
-        published = publish(gate(tokenize(embed(upstream))))
-        announce_map(published)
-        return published
+        embedded = embed(upstream)
+        published = publish(gate(tokenize(embedded)))
+        return embedded, published, announce_map(published)
 
     return wire
 
@@ -108,6 +134,11 @@ recommendations with the current champion. A newly published map emits the `genr
 which schedules genrec_retrain. Every task is idempotent for its date: a backfill over A..B rewrites
 exactly those dates' partitions, and repeating it converges to identical tables.
 
+Runs may overlap (up to `max_active_runs`, or a backfill's own "max active runs"): ingests go one at a
+time, each rewriting its own dates, and everything after ingest runs under the map lease
+(`take_map_lease` ... `give_back_map_lease`), so each run makes its map from what the previous run
+published. A run waiting for the lease shows `take_map_lease` as up for reschedule.
+
 Trigger parameters: `profile` (demo, tiny, cpu, gpu), `dataset` (`synthetic`, `landed:PATH` or
 `LAYOUT:PATH`, the layouts of `genrec run --help`), and `overrides` (a list of `section.key=value`).
 """
@@ -117,18 +148,18 @@ with DAG(
     schedule="@daily",
     start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
     catchup=False,
-    # The staged map between tokenize and publish is one per home. Two runs of this DAG at once
-    # cannot publish each other's map (gate and publish check the map version their tokenize task
-    # handed them, under the publish lock), but the later stager would fail its run. Runs of a
-    # backfill therefore go one at a time; tasks of other DAGs may overlap them.
-    max_active_runs=1,
+    # Runs overlap in their ingests (one at a time, each its own dates) and take turns at the map
+    # lease for the rest; a backfill sets its own limit in the same way.
+    max_active_runs=3,
     default_args=DEFAULT_ARGS,
     doc_md=NIGHTLY_DOC,
     tags=["genrec"],
     params=COMMON_PARAMS,
 ) as nightly:
 
-    @task
+    # One ingest at a time: a date's run may also rewrite the partitions of late events' dates, and
+    # every ingest refreshes the items table.
+    @task(max_active_tis_per_dag=1)
     def ingest(params=None, **context) -> dict:
         from jobs.stages.orchestration import run_date
 
@@ -155,7 +186,9 @@ with DAG(
 
     cleaned = ingest()
     seqs = sequences(cleaned)
-    recommend(_map_chain()(cleaned), seqs)
+    embedded, published, announced = _map_chain()(cleaned)
+    recommended = recommend(published, seqs)
+    _leased(take_map_lease(cleaned), [seqs, embedded], [recommended, announced])
 
 
 RETRAIN_DOC = """
@@ -241,4 +274,5 @@ with DAG(
                               description="Publish even if old items' SIDs change beyond gate.max_churn."),
     },
 ) as refit:
-    _map_chain(("tokenize.mode=refit",))()
+    embedded, published, announced = _map_chain(("tokenize.mode=refit",))()
+    _leased(take_map_lease(), [embedded], [announced])

@@ -58,3 +58,52 @@ def exclusive(settings, name: str, wait_s: float = 1800.0,
             f.truncate()
             f.flush()
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+# ---------------------------------------------------------------- leases
+#
+# A lock that must outlive a process: Airflow runs each task of a DAG run in a process of its own, and
+# the stages from user sequences to the batch recommendations read and write tables that belong to
+# the whole lakehouse (the staged map among them). A lease names the DAG run that holds them; the
+# run's first such task takes it and a teardown task gives it back. A holder that can no longer give
+# it back (its run ended while a task was killed) is told by `ended`, which the caller supplies.
+
+
+def _lease_path(settings, name: str):
+    return settings.lakehouse / "_locks" / f"{name}.lease"
+
+
+def lease_holder(settings, name: str) -> dict | None:
+    path = _lease_path(settings, name)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+
+
+def take_lease(settings, name: str, owner: dict, ended: Callable[[dict], bool]) -> dict | None:
+    """Takes the lease for `owner` if it is free, already owner's, or its holder has ended.
+
+    -> None once owner holds it, else the holder's record. The check and the write happen under
+    the kernel lock of the same name, so two takers never both succeed."""
+    from jobs.lake import files
+
+    with exclusive(settings, f"{name}.lease", wait_s=120.0, echo=lambda m: None):
+        holder = lease_holder(settings, name)
+        if holder is not None and holder.get("owner") != owner and not ended(holder["owner"]):
+            return holder
+        record = {"owner": owner, "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        if holder is not None and holder.get("owner") != owner:
+            record["took_over_from"] = holder["owner"]
+        files.write_text(_lease_path(settings, name), json.dumps(record, sort_keys=True))
+        return None
+
+
+def give_back_lease(settings, name: str, owner: dict) -> bool:
+    """Frees the lease if `owner` holds it; -> whether it did (a lease taken over is left alone)."""
+    with exclusive(settings, f"{name}.lease", wait_s=120.0, echo=lambda m: None):
+        holder = lease_holder(settings, name)
+        if holder is None or holder.get("owner") != owner:
+            return False
+        _lease_path(settings, name).unlink()
+        return True

@@ -20,6 +20,13 @@ SID_MAP_ASSET = "genrec_sid_map"
 # and sizes the pool from AIRFLOW_SPARK_SLOTS (2); on the embedded catalogue it must be 1.
 SPARK_POOL = "genrec_spark"
 
+# The lease (jobs/lake/locks.py) under which a DAG run does its lakehouse-wide work: user sequences,
+# embed, tokenize, gate, publish and the batch recommendations. Runs of the nightly and refit DAGs take
+# it in turn, so a backfill may run many dates at once (each date's ingest rewrites its own
+# partitions) while their maps are made one run at a time, each from the tables the previous left.
+MAP_LEASE = "map_chain"
+ENDED_RUN_STATES = ("success", "failed")
+
 # The refit DAG's trigger form: each field is one config key.
 REFIT_KEYS = {
     "tokenizer": "tokenize.quantizer",
@@ -83,3 +90,38 @@ def run(stage: str, params: dict, when: Optional[datetime], partition_date: Opti
     except expected_failures() as e:
         raise ExpectedFailure(f"{stage}: {e}") from e
     return json.loads(json.dumps(result, default=str))
+
+
+def lease_owner(context: dict) -> dict[str, str]:
+    return {"dag_id": context["dag_run"].dag_id, "run_id": context["dag_run"].run_id}
+
+
+def _run_ended(owner: dict) -> bool:
+    """Whether the holder's DAG run has ended (asked of Airflow; an unknown answer is 'no')."""
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+    try:
+        return RuntimeTaskInstance.get_dagrun_state(owner["dag_id"], owner["run_id"]) in ENDED_RUN_STATES
+    except Exception as e:  # the run was deleted, or the API is unreachable: keep waiting, say why
+        print(f"[genrec] could not ask Airflow for the state of {owner}: {e}", flush=True)
+        return False
+
+
+def take_map_lease(context: dict, ended=None) -> Optional[str]:
+    """Takes the map lease for this DAG run; -> None when held, else who holds it (to wait on)."""
+    from jobs.lake.locks import take_lease
+    from jobs.lake.settings import load_settings
+
+    holder = take_lease(load_settings(), MAP_LEASE, lease_owner(context), ended or _run_ended)
+    if holder is None:
+        return None
+    return (f"{holder['owner']['dag_id']} run {holder['owner']['run_id']} (since {holder['since']}); it is "
+            f"taken over once that run has ended, or deleting {load_settings().lakehouse}/_locks/{MAP_LEASE}.lease "
+            f"frees it")
+
+
+def give_back_map_lease(context: dict) -> bool:
+    from jobs.lake.locks import give_back_lease
+    from jobs.lake.settings import load_settings
+
+    return give_back_lease(load_settings(), MAP_LEASE, lease_owner(context))

@@ -1,7 +1,9 @@
 """A real Airflow 3 (infra/airflow.sh: API server, scheduler with the LocalExecutor, DAG processor,
 triggerer) runs genrec's DAGs in their own processes: a scheduled nightly run, genrec_retrain started
-by the map Asset, and a backfill over three dates created through the REST API (with --backfill-twice,
-as `make test-airflow` runs it, repeated with reprocess_behavior=completed and compared). Headless Chromium renders the DAG's grid page and saves a screenshot.
+by the map Asset, and a backfill over three dates, three runs at a time, created through the REST API
+beside the scheduled run. The runs overlap and take the map lease in turn. With --backfill-twice (as
+`make test-airflow` runs it) the backfill is repeated with reprocess_behavior=completed and the tables
+compared. Headless Chromium renders the DAG's grid page and saves a screenshot.
 
 The server gets its own AIRFLOW_HOME and GENREC_HOME; `infra/airflow.sh` serves that lakehouse's
 catalogue to the tasks (and to a `genrec sql` the test runs during the backfill); the test process
@@ -10,6 +12,7 @@ reads the Delta tables by path. Also `make test-airflow`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import http.server
 import json
 import os
@@ -22,7 +25,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -171,7 +174,7 @@ def _snapshot(spark, srv: Server) -> dict:
 def _create_backfill(srv: Server) -> int:
     """Creates the backfill over DATES through the REST API; -> its id."""
     body = {"dag_id": "genrec_nightly", "from_date": f"{DATES[0]}T00:00:00Z", "to_date": f"{DATES[-1]}T00:00:00Z",
-            "max_active_runs": 1, "reprocess_behavior": "completed", "dag_run_conf": CONF}
+            "max_active_runs": 3, "reprocess_behavior": "completed", "dag_run_conf": CONF}
     for attempt in range(12):
         try:
             backfill = srv.call("POST", "/api/v2/backfills", body)
@@ -203,15 +206,10 @@ def _await_backfill(srv: Server, backfill_id: int, timeout_s: float) -> list[dic
 def test_backfill_over_the_rest_api_rewrites_its_dates_and_converges(server, spark, capsys, pytestconfig):
     say = _reporter(capsys)
     t0 = time.monotonic()
-    # The nightly's scheduled run (today: no events in scope) publishes the first map, and its Asset
-    # event starts genrec_retrain. Runs of genrec_nightly go one at a time (max_active_runs=1).
-    server.wait("genrec_nightly", lambda rs: any(r["run_type"] == "scheduled" and r["state"] == "success"
-                                                 for r in rs), "the scheduled nightly run", 1800)
-    say(f"scheduled nightly run done after {time.monotonic() - t0:.0f} s")
-    t1 = time.monotonic()
+    # The backfill starts beside the nightly's scheduled run (today: no events in scope), three dates at
+    # a time: ingests go one by one, and each run's map chain waits for the map lease. The first map
+    # published emits the Asset event that starts genrec_retrain.
     first = _create_backfill(server)
-    # genrec_retrain ran from the map Asset, with the map's params; its tasks and the backfill's share
-    # the catalogue server and the pool's two slots.
     retrain = server.wait("genrec_retrain", lambda rs: rs and rs[0]["state"] == "success", "genrec_retrain", 1800)
     assert {r["run_type"] for r in retrain} == {"asset_triggered"}, retrain
     say(f"genrec_retrain (asset-triggered) done after {time.monotonic() - t0:.0f} s")
@@ -222,18 +220,21 @@ def test_backfill_over_the_rest_api_rewrites_its_dates_and_converges(server, spa
     busy = server.call("GET", f"/api/v2/backfills/{first}")["completed_at"] is None
     say(f"`genrec sql` answered during the backfill: {busy}")
 
-    # The repeat costs another ~15 minutes of Spark tasks: `make test-airflow` runs it; `make test`
+    # The repeat costs another ~10 minutes of Spark tasks: `make test-airflow` runs it; `make test`
     # keeps to one backfill (tests/integration/test_ingest.py checks daily reruns converge).
     attempts = ("first", "repeat") if pytestconfig.getoption("backfill_twice") else ("first",)
     snapshots = []
     for attempt in attempts:
         backfill_id = first if attempt == "first" else _create_backfill(server)
         runs = _await_backfill(server, backfill_id, 3000)
-        say(f"{attempt} backfill: {time.monotonic() - t1:.0f} s")
-        t1 = time.monotonic()
+        say(f"{attempt} backfill: {time.monotonic() - t0:.0f} s after it was created")
+        t0 = time.monotonic()
         for r in sorted(runs, key=lambda r: r["logical_date"]):
             say(f"  {r['logical_date'][:10]}: {r.get('duration') or 0:.0f} s ({r['start_date']} -> {r['end_date']})")
         snapshots.append(_snapshot(spark, server))
+    server.wait("genrec_nightly", lambda rs: any(r["run_type"] == "scheduled" and r["state"] == "success"
+                                                 for r in rs), "the scheduled nightly run", 1800)
+    _assert_runs_overlapped_but_held_the_lease_in_turn(server, say)
 
     # Each date's run cleaned that date (and the late-event window before it) and audited it.
     from schemas import tables as S
@@ -247,6 +248,40 @@ def test_backfill_over_the_rest_api_rewrites_its_dates_and_converges(server, spa
     assert all(per_date.get(d, 0) > 0 for d in DATES), per_date
     # Repeating the backfill converges: the tables a nightly run owns are identical.
     assert all(later == snapshots[0] for later in snapshots[1:])
+
+
+# The tasks of a run that touch the lakehouse as a whole, from the map lease's setup to its teardown.
+LEASED = ("sequences", "embed", "tokenize", "gate", "publish", "announce_map", "recommend")
+
+
+def _stamp(text: str | None) -> float | None:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() if text else None
+
+
+def _assert_runs_overlapped_but_held_the_lease_in_turn(srv: Server, say) -> None:
+    """Every nightly run's leased tasks ran inside a span no other run's leased tasks entered, while
+    the runs themselves overlapped: concurrency in ingest and in waiting, turns in the map chain."""
+    spans, lives = {}, {}
+    for run in srv.runs("genrec_nightly"):
+        tis = srv.call("GET", f"/api/v2/dags/genrec_nightly/dagRuns/{run['dag_run_id']}/taskInstances")
+        leased = [t for t in tis["task_instances"] if t["task_id"] in LEASED and t["start_date"]]
+        spans[run["dag_run_id"]] = (min(_stamp(t["start_date"]) for t in leased),
+                                    max(_stamp(t["end_date"]) for t in leased))
+        lives[run["dag_run_id"]] = (_stamp(run["start_date"]), _stamp(run["end_date"]))
+    order = sorted(spans, key=lambda r: spans[r][0])
+    for before, after in zip(order, order[1:]):
+        assert spans[before][1] <= spans[after][0], (f"{before} and {after} were in the map chain at once", spans)
+    overlapping = sum(1 for a in lives for b in lives if a < b and lives[a][0] < lives[b][1] and lives[b][0] < lives[a][1])
+    assert overlapping > 0, lives
+    say(f"map lease taken in turn by {' -> '.join(r.split('__')[-1][:10] for r in order)}; "
+        f"{overlapping} pair(s) of runs overlapped")
+    # Every run gave the lease back.
+    from jobs.lake.locks import lease_holder
+    from jobs.lake.settings import load_settings
+    from jobs.stages.orchestration import MAP_LEASE
+
+    settings = dataclasses.replace(load_settings(), lakehouse=srv.genrec_home / "lakehouse")
+    assert lease_holder(settings, MAP_LEASE) is None
 
 
 def test_the_dag_grid_page_shows_the_runs(server, capsys):

@@ -37,14 +37,22 @@ def dags(airflow_db):
 def test_nightly_structure(dags):
     dag = dags.get_dag("genrec_nightly")
     assert {t.task_id for t in dag.tasks} == {"ingest", "sequences", "embed", "tokenize", "gate", "publish",
-                                              "announce_map", "recommend"}
+                                              "announce_map", "recommend", "take_map_lease", "give_back_map_lease"}
     assert dag.get_task("gate").upstream_task_ids == {"tokenize"}
     assert dag.get_task("announce_map").upstream_task_ids == {"publish"}
     assert dag.get_task("recommend").upstream_task_ids == {"publish", "sequences"}
     assert [o.name for o in dag.get_task("announce_map").outlets] == ["genrec_sid_map"]
-    assert dag.max_active_runs == 1 and dag.doc_md and dag.params["profile"] == "demo"
+    assert dag.max_active_runs > 1 and dag.doc_md and dag.params["profile"] == "demo"
+    # Runs overlap: ingests one at a time, and everything after ingest inside the map lease, whose
+    # teardown gives it back even when a task failed; waiting for it holds no slot of the Spark pool.
+    assert dag.get_task("ingest").max_active_tis_per_dag == 1
+    lease, give_back = dag.get_task("take_map_lease"), dag.get_task("give_back_map_lease")
+    assert lease.is_setup and lease.mode == "reschedule" and lease.upstream_task_ids == {"ingest"}
+    assert give_back.is_teardown and give_back.upstream_task_ids == {"take_map_lease", "recommend", "announce_map"}
+    assert lease.downstream_task_ids == {"sequences", "embed", "give_back_map_lease"}
     # Transient failures retry with backoff; the gate's verdict is final.
-    assert all(t.pool == "genrec_spark" for t in dag.tasks)
+    assert all(t.pool == "genrec_spark" for t in dag.tasks if t not in (lease, give_back))
+    assert lease.pool == give_back.pool == "default_pool"
     assert dag.get_task("publish").retries == 2 and dag.get_task("publish").retry_exponential_backoff
     assert dag.get_task("gate").retries == 0
 
@@ -53,7 +61,9 @@ def test_retrain_runs_on_the_map_asset_and_refit_has_typed_params(dags):
     retrain, refit = dags.get_dag("genrec_retrain"), dags.get_dag("genrec_refit")
     assert {t.task_id for t in retrain.tasks} == {"train", "recommend_champion"}
     assert [a.name for a in retrain.timetable.asset_condition.objects] == ["genrec_sid_map"]
-    assert {t.task_id for t in refit.tasks} == {"embed", "tokenize", "gate", "publish", "announce_map"}
+    assert {t.task_id for t in refit.tasks} == {"embed", "tokenize", "gate", "publish", "announce_map",
+                                                "take_map_lease", "give_back_map_lease"}
+    assert refit.get_task("embed").upstream_task_ids == {"take_map_lease"}
     assert type(refit.timetable).__name__ == "NullTimetable"  # manual only
     for name in ("tokenizer", "embedder", "collisions", "levels", "codebook_size", "accept_churn"):
         assert name in refit.params, name
@@ -107,6 +117,13 @@ def test_nightly_rewrites_its_logical_date_only_then_retrain_trains(dags, spark)
     # No champion yet: recommend skips (it does not fail the night); the new map's event retrains.
     states = {ti.task_id: ti.state for ti in run_.get_task_instances()}
     assert states["recommend"] == "skipped" and states["announce_map"] == "success", states
+    # The run took the map lease and gave it back.
+    from jobs.lake.locks import lease_holder
+    from jobs.lake.settings import load_settings
+    from jobs.stages.orchestration import MAP_LEASE
+
+    assert states["take_map_lease"] == states["give_back_map_lease"] == "success", states
+    assert lease_holder(load_settings(), MAP_LEASE) is None
 
     trained = dags.get_dag("genrec_retrain").test(run_conf=TINY)
     assert trained.state == DagRunState.SUCCESS

@@ -110,3 +110,49 @@ def test_crash_points_fail_fast_on_a_typo(settings):
     faults.check(dataclasses.replace(settings, crash_at="publish:item_sid"), ("publish",))
     with pytest.raises(ValueError, match="names no crash point"):
         faults.check(dataclasses.replace(settings, crash_at="after:pubilsh"), ("ingest", "publish"))
+
+
+RUN_A, RUN_B = {"dag_id": "genrec_nightly", "run_id": "a"}, {"dag_id": "genrec_nightly", "run_id": "b"}
+
+
+def test_the_map_lease_is_held_by_one_run_until_given_back(settings):
+    ended = {"a": False, "b": False}
+    is_ended = lambda owner: ended[owner["run_id"]]  # noqa: E731
+    assert locks.take_lease(settings, "map_chain", RUN_A, is_ended) is None
+    assert locks.take_lease(settings, "map_chain", RUN_A, is_ended) is None  # a retried task of the holder
+    held = locks.take_lease(settings, "map_chain", RUN_B, is_ended)
+    assert held["owner"] == RUN_A and held["since"]
+    assert not locks.give_back_lease(settings, "map_chain", RUN_B)  # only the holder gives it back
+    assert locks.give_back_lease(settings, "map_chain", RUN_A)
+    assert locks.lease_holder(settings, "map_chain") is None
+    assert locks.take_lease(settings, "map_chain", RUN_B, is_ended) is None
+
+
+def test_a_lease_whose_run_ended_is_taken_over(settings):
+    """A run whose teardown never ran (its process was killed) leaves the lease behind; once Airflow
+    says that run ended, the next run takes the lease over and records from whom."""
+    assert locks.take_lease(settings, "map_chain", RUN_A, lambda owner: False) is None
+    assert locks.take_lease(settings, "map_chain", RUN_B, lambda owner: False)["owner"] == RUN_A
+    assert locks.take_lease(settings, "map_chain", RUN_B, lambda owner: owner == RUN_A) is None
+    assert locks.lease_holder(settings, "map_chain")["took_over_from"] == RUN_A
+    assert not locks.give_back_lease(settings, "map_chain", RUN_A)  # A's late teardown leaves B's lease
+    assert locks.lease_holder(settings, "map_chain")["owner"] == RUN_B
+
+
+def test_of_many_processes_taking_the_lease_at_once_one_wins(settings):
+    taker = """
+import dataclasses, sys
+from pathlib import Path
+from jobs.lake import locks
+from jobs.lake.settings import load_settings
+s = dataclasses.replace(load_settings(), lakehouse=Path(sys.argv[1]))
+owner = {"dag_id": "genrec_nightly", "run_id": sys.argv[2]}
+print("won" if locks.take_lease(s, "map_chain", owner, lambda o: False) is None else "waits", flush=True)
+"""
+    settings.lakehouse.mkdir(parents=True)
+    procs = [subprocess.Popen([sys.executable, "-c", taker, str(settings.lakehouse), f"run{i}"], text=True,
+                              stdout=subprocess.PIPE, cwd=Path(__file__).resolve().parents[2]) for i in range(6)]
+    verdicts = [p.communicate(timeout=120)[0].strip() for p in procs]
+    assert sorted(verdicts) == ["waits"] * 5 + ["won"], verdicts
+    winner = f"run{verdicts.index('won')}"
+    assert locks.lease_holder(settings, "map_chain")["owner"]["run_id"] == winner
