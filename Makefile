@@ -70,11 +70,8 @@ chromium:
 demo: install
 	$(VENV)/bin/genrec run
 
-# Two pytest workers (pytest-xdist), each taking whole test files: the real-server Airflow test, which
-# mostly waits on its tasks, runs beside the rest of the suite instead of after it.
-TEST_WORKERS ?= 2
 test: install chromium
-	$(VENV)/bin/python -m pytest -q --durations=25 -n $(TEST_WORKERS) --dist loadfile
+	$(VENV)/bin/python -m pytest -q --durations=15
 
 # Starts infra/airflow.sh on a free port with its own homes, checks genrec_retrain ran from the map
 # Asset, backfills genrec_nightly over 3 dates through the REST API and (here, not in `make test`)

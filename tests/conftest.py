@@ -40,17 +40,6 @@ def pytest_addoption(parser):
                           "then compare with an uninterrupted run (~9 min; `make test-crash` sets it)")
 
 
-def pytest_terminal_summary(terminalreporter):
-    """The lines tests kept as ("report", line) user properties (run times, artefact paths), printed
-    once at the end: the place they survive pytest-xdist, whose workers' output is not shown."""
-    lines = [value for reports in terminalreporter.stats.values() for r in reports
-             if getattr(r, "when", None) == "call" for key, value in getattr(r, "user_properties", ()) if key == "report"]
-    if lines:
-        terminalreporter.write_sep("=", "figures reported by tests")
-        for line in lines:
-            terminalreporter.write_line(line)
-
-
 @pytest.fixture(scope="session")
 def session_home() -> Path:
     return _SESSION_HOME

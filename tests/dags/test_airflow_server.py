@@ -203,8 +203,8 @@ def _await_backfill(srv: Server, backfill_id: int, timeout_s: float) -> list[dic
     return runs
 
 
-def test_backfill_over_the_rest_api_rewrites_its_dates_and_converges(server, spark, capsys, request, pytestconfig):
-    say = _reporter(capsys, request)
+def test_backfill_over_the_rest_api_rewrites_its_dates_and_converges(server, spark, capsys, pytestconfig):
+    say = _reporter(capsys)
     t0 = time.monotonic()
     # The backfill starts beside the nightly's scheduled run (today: no events in scope), three dates at
     # a time: ingests go one by one, and each run's map chain waits for the map lease. The first map
@@ -284,7 +284,7 @@ def _assert_runs_overlapped_but_held_the_lease_in_turn(srv: Server, say) -> None
     assert lease_holder(settings, MAP_LEASE) is None
 
 
-def test_the_dag_grid_page_shows_the_runs(server, capsys, request):
+def test_the_dag_grid_page_shows_the_runs(server, capsys):
     """Chromium renders the UI's grid page of genrec_nightly, logged in, and saves a screenshot; the
     runs page lists the backfill's runs (this test follows the backfill test in this module)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -298,19 +298,16 @@ def test_the_dag_grid_page_shows_the_runs(server, capsys, request):
     with _logged_in(server, "/dags/genrec_nightly/runs") as runs_url:
         runs = _text(subprocess.run(args + ["--dump-dom", runs_url], capture_output=True, text=True,
                                     timeout=180, check=True).stdout)
-    _reporter(capsys, request)(f"screenshot of the grid page: {shot}")
+    _reporter(capsys)(f"screenshot of the grid page: {shot}")
     assert shot.stat().st_size > 20_000
     assert "genrec_nightly" in page and "announce_map" in page and "Schedule" in page, page[:2000]
     for d in DATES:
         assert f"backfill__{d.isoformat()}" in runs, runs[:3000]
 
 
-def _reporter(capsys, request):
-    """Prints to the terminal even under `pytest -q`: run times and the screenshot's path. Under
-    pytest-xdist a worker's output is not shown, so each line is also kept with the test's report,
-    and tests/conftest.py prints those lines in the summary."""
+def _reporter(capsys):
+    """Prints to the terminal even under `pytest -q`: run times and the screenshot's path."""
     def say(line: str) -> None:
-        request.node.user_properties.append(("report", f"[airflow-server] {line}"))
         with capsys.disabled():
             print(f"\n[airflow-server] {line}", end="", flush=True)
     return say
