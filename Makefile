@@ -73,10 +73,11 @@ demo: install
 test: install chromium
 	$(VENV)/bin/python -m pytest -q --durations=15
 
-# Starts infra/airflow.sh on a free port with its own homes, checks genrec_retrain ran from the map
-# Asset, backfills genrec_nightly over 3 dates through the REST API and (here, not in `make test`)
-# repeats it and compares the tables, screenshots the grid page into test-artifacts/, and stops every
-# process it started (about 40 min on 2 cores; `make test` runs it without the repeat, about 25).
+# Starts infra/airflow.sh on a free port with its own homes, backfills genrec_nightly over 3 dates, 3
+# runs at a time, through the REST API beside the scheduled run, checks genrec_retrain ran from the
+# map Asset and the runs took the map lease in turn, and (here, not in `make test`) repeats the
+# backfill and compares the tables; screenshots the grid page into test-artifacts/ and stops every
+# process it started (about 40 min on 2 cores; `make test` runs it without the repeat, about 26).
 test-airflow: install chromium
 	$(VENV)/bin/python -m pytest -q -s tests/dags/test_airflow_server.py --backfill-twice
 
