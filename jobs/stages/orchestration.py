@@ -107,16 +107,17 @@ def _run_ended(owner: dict) -> bool:
         return False
 
 
-def take_map_lease(context: dict, ended=None) -> Optional[str]:
+def take_map_lease(context: dict) -> Optional[str]:
     """Takes the map lease for this DAG run; -> None when held, else who holds it (to wait on)."""
     from jobs.lake.locks import take_lease
     from jobs.lake.settings import load_settings
 
-    holder = take_lease(load_settings(), MAP_LEASE, lease_owner(context), ended or _run_ended)
+    settings = load_settings()
+    holder = take_lease(settings, MAP_LEASE, lease_owner(context), _run_ended)
     if holder is None:
         return None
     return (f"{holder['owner']['dag_id']} run {holder['owner']['run_id']} (since {holder['since']}); it is "
-            f"taken over once that run has ended, or deleting {load_settings().lakehouse}/_locks/{MAP_LEASE}.lease "
+            f"taken over once that run has ended, or deleting {settings.lakehouse}/_locks/{MAP_LEASE}.lease "
             f"frees it")
 
 
