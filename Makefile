@@ -113,7 +113,7 @@ bench-churn: install
 # Popularity, SASRec and the generative SID model on the same maps and splits of ../shared/data
 # (full ranking, all test users, both history settings); writes benchmarks/results/recommender.json.
 # The issue's budgets (SASRec 30 min, generative 60 min per dataset) make it hours on 2 cores:
-# narrow it with BENCH_REC_ARGS, e.g. "--datasets beauty --minutes sasrec=15,sid_gpt=25".
+# narrow it with BENCH_REC_ARGS, e.g. "--datasets beauty --minutes sasrec=15,sid_item=25".
 BENCH_REC_ARGS ?=
 bench-rec: install
 	$(VENV)/bin/python benchmarks/recommender.py $(BENCH_REC_ARGS)

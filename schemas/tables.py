@@ -288,7 +288,7 @@ RECOMMENDATIONS = TableSpec(
         Column("item_id", "string", False, "An active item of item_sid."),
         Column("sid", "string", False, "The item's SID in the map the recommendations were made with."),
         Column("score", "double", False, "The model's score, higher is better (a logit, a beam's log-probability per SID token, or a count)."),
-        Column("model", "string", False, "The registered model, e.g. genrec-recommender-sid-gpt."),
+        Column("model", "string", False, "The registered model, e.g. genrec-recommender-sid-item."),
         Column("model_version", "string", False, "Its MLflow version (the champion's at the time)."),
         Column("map_version", "string", False, "The published map the item ids and SIDs come from."),
         Column("as_of_date", "date", False, "The logical date of the run."),

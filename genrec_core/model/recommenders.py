@@ -17,11 +17,11 @@ import numpy as np
 import torch
 
 from genrec_core.model import sasrec as sasrec_mod
-from genrec_core.model import sid_gpt, tiger
+from genrec_core.model import sid_gpt, sid_item, tiger
 from genrec_core.model.sid_vocab import SidVocab
 from genrec_core.model.trie import SidTrie
 
-GENERATIVE = ("sid_gpt", "tiger")
+GENERATIVE = ("sid_item", "sid_gpt", "tiger")
 
 
 class SpecMismatch(ValueError):
@@ -162,6 +162,28 @@ class SidGpt(_SidModel):
                             self.max_history, device, progress)
 
 
+class SidItem(_SidModel):
+    kind = "sid_item"
+
+    def __init__(self, spec, item_tokens, seed: int = 0) -> None:
+        super().__init__(spec, item_tokens)
+        s = spec["sizes"]
+        self.module = sid_item.build_model(self.vocab, d_model=s["d_model"], d_ff=s["d_ff"],
+                                           num_layers=s["num_layers"], num_heads=s["num_heads"],
+                                           dropout=s["dropout"], max_history=self.max_history, seed=seed,
+                                           ngram_buckets=s.get("ngram_buckets", 0))
+
+    def examples(self, sequences):
+        return sid_gpt.make_examples(sequences, self.max_history)
+
+    def loss(self, batch, device):
+        return sid_item.loss(self.module, batch, self.item_tokens, device)
+
+    def _beams(self, histories, num_beams, batch_size, device, progress):
+        return sid_item.rank(self.module, histories, self.item_tokens, self.trie, num_beams, batch_size,
+                             self.max_history, device, progress)
+
+
 class Tiger(_SidModel):
     kind = "tiger"
 
@@ -258,7 +280,7 @@ class Popularity(Recommender):
         self.counts = weights["counts"].to(torch.int64)
 
 
-KINDS: dict[str, type[Recommender]] = {"sid_gpt": SidGpt, "tiger": Tiger, "sasrec": SasRec, "popularity": Popularity}
+KINDS: dict[str, type[Recommender]] = {"sid_item": SidItem, "sid_gpt": SidGpt, "tiger": Tiger, "sasrec": SasRec, "popularity": Popularity}
 
 
 def make_spec(train_cfg, level_sizes: tuple[int, ...], n_items: int, map_version: str) -> dict[str, Any]:
@@ -276,6 +298,8 @@ def make_spec(train_cfg, level_sizes: tuple[int, ...], n_items: int, map_version
                  "dropout": t.dropout}
         if kind == "tiger":
             sizes.update(num_decoder_layers=t.num_decoder_layers, d_kv=t.d_kv)
+        if kind == "sid_item":
+            sizes.update(ngram_buckets=t.ngram_buckets)
     return {"kind": kind, "n_items": int(n_items), "level_sizes": [int(s) for s in level_sizes],
             "max_history": int(t.max_history), "sizes": sizes, "map_version": map_version}
 

@@ -19,8 +19,9 @@ app = typer.Typer(help="genrec: Semantic IDs and a generative recommender, as a 
 
 HOME_HELP = "Folder holding lakehouse/ and mlruns/ (default: current folder; env GENREC_HOME)."
 PROFILE_HELP = "Config profile: demo (default), tiny (tests), cpu (real data, small budget), gpu."
-MODEL_HELP = ("Recommender to train: sid_gpt (decoder-only over SID tokens, default), tiger (T5 "
-              "encoder-decoder), sasrec (item-id baseline) or popularity; each is its own MLflow model.")
+MODEL_HELP = ("Recommender to train: sid_item (decoder-only, one position per item, generates SIDs level by "
+              "level; default), sid_gpt (decoder-only over flattened SID tokens), tiger (T5 encoder-decoder), "
+              "sasrec (item-id baseline) or popularity; each is its own MLflow model.")
 SET_HELP = "Override one config key, e.g. --set train.max_steps=200 (repeatable)."
 CONFIG_HELP = "A TOML or JSON file with config sections (unknown keys are errors)."
 TOKENIZER_HELP = "Quantizer: " + registry.describe(registry.quantizer_summaries(), TokenizeConfig.quantizer) + "."

@@ -18,7 +18,7 @@ CODE = {"tokenizer": SERVING / "tokenizer_model.py", "recommender": SERVING / "r
 
 
 def recommender_model(kind: str) -> str:
-    """Each recommender kind is its own registered model: genrec-recommender-sid-gpt, -sasrec, ..."""
+    """Each recommender kind is its own registered model: genrec-recommender-sid-item, -sasrec, ..."""
     return "genrec-recommender-" + kind.replace("_", "-")
 
 

@@ -65,10 +65,10 @@ def test_models_registered(first_run, home):
     mlflow.set_tracking_uri(f"sqlite:///{home / 'mlruns' / 'mlflow.db'}")
     c = MlflowClient()
     names = {m.name for m in c.search_registered_models()}
-    assert {"genrec-tokenizer", "genrec-recommender-sid-gpt"} <= names
-    rec = c.search_model_versions("name='genrec-recommender-sid-gpt'")[0]
+    assert {"genrec-tokenizer", "genrec-recommender-sid-item"} <= names
+    rec = c.search_model_versions("name='genrec-recommender-sid-item'")[0]
     assert rec.tags["item_sid_version"].isdigit() and rec.tags["data_version"]
-    assert c.get_model_version_by_alias("genrec-recommender-sid-gpt", "champion").version == rec.version
+    assert c.get_model_version_by_alias("genrec-recommender-sid-item", "champion").version == rec.version
     assert c.get_model_version_by_alias("genrec-tokenizer", "champion")
     artifacts = {a.path for a in c.list_artifacts(rec.run_id)}
     assert "learning_curve.png" in artifacts
@@ -84,7 +84,7 @@ dim, history = int(sys.argv[2]), json.loads(sys.argv[3])
 codes = mlflow.pyfunc.load_model("models:/genrec-tokenizer@champion").predict(
     np.random.default_rng(0).normal(size=(4, dim)).astype("float32"))
 import pandas as pd
-top = mlflow.pyfunc.load_model("models:/genrec-recommender-sid-gpt@champion").predict(
+top = mlflow.pyfunc.load_model("models:/genrec-recommender-sid-item@champion").predict(
     pd.DataFrame({"history": [history]}), params={"k": 5})["items"].tolist()
 print(json.dumps({"codes": np.asarray(codes).tolist(), "top": top}))
 """
@@ -123,9 +123,9 @@ def test_baselines_and_a_challenger(first_run, home):
     out = genrec(home, "run", "--profile", "tiny", "--stages", "train", "--set", "train.max_steps=3",
                  "--set", "train.promote_margin=1.0")
     assert "is the challenger" in out and "does not beat champion" in out
-    assert "warm start from genrec-recommender-sid-gpt v1 (the champion): same map" in out
+    assert "warm start from genrec-recommender-sid-item v1 (the champion): same map" in out
     listing = genrec(home, "models")
-    for name in ("genrec-tokenizer", "genrec-recommender-sid-gpt", "genrec-recommender-popularity",
+    for name in ("genrec-tokenizer", "genrec-recommender-sid-item", "genrec-recommender-popularity",
                  "genrec-recommender-sasrec", "champion", "challenger"):
         assert name in listing
 
@@ -196,8 +196,8 @@ def test_a_killed_training_resumes_from_its_checkpoint(first_run, home):
     proc.wait()
     assert 20 <= step < 200, f"no mid-training checkpoint seen (last step {step})"
     out = genrec(home, *args)
-    assert "resuming sid_gpt from step" in out
-    resumed = int(out.split("resuming sid_gpt from step ")[1].split()[0])
+    assert "resuming sid_item from step" in out
+    resumed = int(out.split("resuming sid_item from step ")[1].split()[0])
     assert resumed >= 20 and not list((home / "checkpoints").glob("*/state.json"))
 
 

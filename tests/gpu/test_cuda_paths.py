@@ -19,7 +19,7 @@ def test_text_embeddings_match_cpu_within_fp16_tolerance():
     assert (np.einsum("ij,ij->i", cpu, gpu) > 0.999).all()
 
 
-@pytest.mark.parametrize("kind", ["sid_gpt", "tiger", "sasrec"])
+@pytest.mark.parametrize("kind", ["sid_item", "sid_gpt", "tiger", "sasrec"])
 def test_recommender_trains_and_decodes_on_cuda(kind):
     import dataclasses
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from genrec_core.config import SasrecConfig, TrainConfig
 from genrec_core.eval.ranking import evaluate
 from genrec_core.model import recommenders as R
-from genrec_core.model import sid_gpt
+from genrec_core.model import sid_gpt, sid_item
 from genrec_core.model.sid_vocab import SidVocab
 from genrec_core.model.training import LoopConfig, fit
 
@@ -48,7 +48,7 @@ def _model(kind: str, seed: int = 0) -> R.Recommender:
     return R.build(spec, _tokens(), seed)
 
 
-@pytest.fixture(scope="module", params=["sid_gpt", "sasrec", "tiger"])
+@pytest.fixture(scope="module", params=["sid_item", "sid_gpt", "sasrec", "tiger"])
 def trained(request):
     rec = _model(request.param)
     loop = dataclasses.replace(LOOP, max_steps=400)
@@ -72,18 +72,39 @@ def test_excluded_ranking_never_lists_history_items(trained):
         assert len(set(row[row >= 0].tolist())) == (row >= 0).sum()
 
 
-def test_sid_gpt_beam_search_equals_exhaustive_scoring():
+@pytest.mark.parametrize("kind,search", [("sid_gpt", sid_gpt), ("sid_item", sid_item)])
+def test_beam_search_equals_exhaustive_scoring(kind, search):
     """Beams as wide as the catalogue must return every item in the order of its whole-SID log-probability,
     in a batch that mixes history lengths (left padding and positions)."""
-    rec = _model("sid_gpt")
+    rec = _model(kind)
     fit(rec.module, rec.loss, rec.examples(_sequences()), dataclasses.replace(LOOP, max_steps=40), seed=0,
         device="cpu")
     histories = [np.array([3]), np.array([5, 6, 7, 8, 9, 10, 11]), np.array([20, 21])]
-    beams, _ = sid_gpt.rank(rec.module, histories, rec.item_tokens, rec.trie, num_beams=N, batch_size=3,
-                         max_history=5, device="cpu")
-    for hist, row in zip(histories, beams):
-        scores = sid_gpt.exhaustive_scores(rec.module, hist, rec.item_tokens, 5)
+    beams, beam_scores = search.rank(rec.module, histories, rec.item_tokens, rec.trie, num_beams=N, batch_size=3,
+                                     max_history=5, device="cpu")
+    for hist, row, row_scores in zip(histories, beams, beam_scores):
+        scores = search.exhaustive_scores(rec.module, hist, rec.item_tokens, 5)
         assert row.tolist() == np.argsort(-scores, kind="stable").tolist()
+        np.testing.assert_allclose(row_scores * len(LEVELS), scores[row], rtol=1e-4, atol=1e-5)
+
+
+@settings(max_examples=8, deadline=None)
+@given(st.lists(st.lists(st.integers(0, N - 1), min_size=1, max_size=8), min_size=2, max_size=6),
+       st.integers(1, N + 4))
+def test_sid_item_beams_do_not_depend_on_the_batch(histories, num_beams):
+    """A history's beams are the same alone and in a left-padded batch with longer and shorter ones, and
+    narrow beams are the head of the exhaustive order whenever that order has no near-ties."""
+    rec = _untrained("sid_item")
+    histories = [np.array(h) for h in histories]
+    batch = sid_item.beam_items(rec.module, histories, rec.item_tokens, rec.trie, num_beams, 5, torch.device("cpu"))
+    alone = sid_item.beam_items(rec.module, histories[:1], rec.item_tokens, rec.trie, num_beams, 5,
+                                torch.device("cpu"))
+    np.testing.assert_allclose(batch[1][:1], alone[1], rtol=1e-4, atol=1e-5)
+    width = min(num_beams, N)
+    assert (batch[0][:, width:] == -1).all()
+    if num_beams >= N:
+        exhaustive = np.sort(sid_item.exhaustive_scores(rec.module, histories[0], rec.item_tokens, 5))[::-1]
+        np.testing.assert_allclose(batch[1][0, :N] * len(LEVELS), exhaustive, rtol=1e-4, atol=1e-5)
 
 
 @settings(max_examples=8, deadline=None)
@@ -92,7 +113,7 @@ def test_sid_gpt_beam_search_equals_exhaustive_scoring():
 def test_cached_beam_search_equals_generate(histories, num_beams):
     """The tensor beam search with a copied prompt cache gives generate's beams and scores, including
     beams wider than the catalogue (padded with -1). Items of equal score may come in either order."""
-    rec = _untrained_gpt()
+    rec = _untrained("sid_gpt")
     histories = [np.array(h) for h in histories]
     fast = sid_gpt.beam_items(rec.module, histories, rec.item_tokens, rec.trie, num_beams, 5, torch.device("cpu"))
     ref = sid_gpt.generate_beam_items(rec.module, histories, rec.item_tokens, rec.trie, min(num_beams, N), 5,
@@ -105,15 +126,15 @@ def test_cached_beam_search_equals_generate(histories, num_beams):
     assert (fast[0][:, width:] == -1).all()
 
 
-_GPT: list = []
+_UNTRAINED: dict = {}
 
 
-def _untrained_gpt():
-    """One randomly initialised sid_gpt (random weights make ties rare; training is not what is tested)."""
-    if not _GPT:
-        _GPT.append(_model("sid_gpt", seed=5))
-        _GPT[0].module.eval()
-    return _GPT[0]
+def _untrained(kind: str):
+    """One randomly initialised model of `kind` (random weights make ties rare; training is not what is tested)."""
+    if kind not in _UNTRAINED:
+        _UNTRAINED[kind] = _model(kind, seed=5)
+        _UNTRAINED[kind].module.eval()
+    return _UNTRAINED[kind]
 
 
 def test_sasrec_scores_do_not_depend_on_padding():

@@ -1,0 +1,201 @@
+"""An item-level generative recommender over SIDs: one transformer position per item.
+
+Each history item enters as the sum of its L SID token embeddings, a causal GPT-2 reads the items, and
+the state at position i gives the next item's SID level by level: level l's logits come from that state
+plus the embeddings of the SID's tokens at levels < l, through a small per-level head, scored against
+the level's token embeddings (the input table, tied). So the model still generates an item as its SID,
+one code at a time, under the catalogue's trie; what changes from `sid_gpt` is the unit of a position:
+a history of n items is n positions instead of n * L + 1, every position is an item-level prediction,
+and decoding runs the transformer once per user while the beam search over levels touches only the
+heads.
+
+`beam_items` is the batched search; `exhaustive_scores` scores every catalogue item by teacher forcing,
+the slow reference that wide enough beams must reproduce.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import GPT2Config, GPT2Model
+
+from genrec_core.model.sid_vocab import PAD, SidVocab
+from genrec_core.model.trie import SidTrie
+
+
+class ItemSidNet(nn.Module):
+    """GPT-2 over item positions (input: summed SID token embeddings) with one head per SID level."""
+
+    def __init__(self, vocab: SidVocab, *, d_model: int, d_ff: int, num_layers: int, num_heads: int,
+                 dropout: float, max_history: int, ngram_buckets: int = 0) -> None:
+        super().__init__()
+        config = GPT2Config(vocab_size=vocab.vocab_size, n_positions=max_history + 1, n_embd=d_model,
+                            n_inner=d_ff, n_layer=num_layers, n_head=num_heads, resid_pdrop=dropout,
+                            embd_pdrop=dropout, attn_pdrop=dropout, pad_token_id=PAD)
+        self.gpt = GPT2Model(config)
+        self.lo = [vocab.offset(level) for level in range(vocab.num_levels)]
+        self.sizes = list(vocab.level_sizes)
+        self.heads = nn.ModuleList(
+            nn.Sequential(nn.LayerNorm(d_model), nn.Linear(d_model, d_model), nn.GELU(), nn.Dropout(dropout),
+                          nn.Linear(d_model, d_model))
+            for _ in self.sizes)
+        # Prefix n-grams: SID prefixes of 2..L tokens, hashed into ngram_buckets rows per length. A
+        # prefix names a group of items (the whole SID names the item), so the input is no longer only
+        # a sum of per-level codes; the rows depend on the tokens alone, not on the catalogue.
+        self.ngram_buckets = int(ngram_buckets)
+        self.ngrams = nn.ModuleList(nn.Embedding(self.ngram_buckets, d_model) for _ in self.sizes[1:]) \
+            if self.ngram_buckets else nn.ModuleList()
+        for table in self.ngrams:
+            nn.init.normal_(table.weight, std=0.02)
+
+    @property
+    def table(self) -> torch.Tensor:
+        """[vocab, d] token embeddings, shared by the input and the level heads."""
+        return self.gpt.wte.weight
+
+    def states(self, tokens: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """tokens [b, n, L] of left-padded histories -> [b, n, d] the state after each item."""
+        embeds = self.table[tokens].sum(dim=2)
+        if self.ngram_buckets:
+            for table, bucket in zip(self.ngrams, prefix_buckets(tokens, self.ngram_buckets)):
+                embeds = embeds + table(bucket)
+        return self.gpt(inputs_embeds=embeds, attention_mask=mask, position_ids=positions).last_hidden_state
+
+    def level_logp(self, level: int, query: torch.Tensor) -> torch.Tensor:
+        """query [..., d] (a state plus the embeddings of the chosen tokens of the levels before) ->
+        [..., level_sizes[level]] log-probabilities of that level's codes."""
+        block = self.table[self.lo[level]:self.lo[level] + self.sizes[level]]
+        return (self.heads[level](query) @ block.T).float().log_softmax(-1)
+
+
+_HASH_MULT = 1_000_003  # a prime above any token id; products stay far below 2**63
+
+
+def prefix_buckets(tokens: torch.Tensor, buckets: int) -> list[torch.Tensor]:
+    """tokens [..., L] -> L - 1 tensors [...]: the bucket of each prefix of 2..L tokens, by a polynomial
+    hash taken modulo `buckets` at every step (exact in int64)."""
+    h = tokens[..., 0] % buckets
+    out = []
+    for level in range(1, tokens.shape[-1]):
+        h = (h * _HASH_MULT + tokens[..., level]) % buckets
+        out.append(h)
+    return out
+
+
+def build_model(vocab: SidVocab, *, d_model: int, d_ff: int, num_layers: int, num_heads: int,
+                dropout: float, max_history: int, seed: int, ngram_buckets: int = 0) -> ItemSidNet:
+    torch.manual_seed(seed)
+    return ItemSidNet(vocab, d_model=d_model, d_ff=d_ff, num_layers=num_layers, num_heads=num_heads,
+                      dropout=dropout, max_history=max_history, ngram_buckets=ngram_buckets)
+
+
+def _prefix_sums(net: ItemSidNet, tokens: torch.Tensor) -> torch.Tensor:
+    """tokens [..., L] -> [..., L, d]: at level l, the sum of the embeddings of tokens 0..l-1."""
+    embeds = net.table[tokens]
+    return torch.cumsum(embeds, dim=-2) - embeds
+
+
+def _left_pad(sequences: list[np.ndarray], item_tokens: np.ndarray) -> tuple[torch.Tensor, ...]:
+    """Item-index sequences -> (tokens [b, n, L], mask [b, n], positions [b, n]), left-padded, positions
+    counted from each row's first real item."""
+    L = item_tokens.shape[1]
+    width = max(len(s) for s in sequences)
+    tokens = np.full((len(sequences), width, L), PAD, dtype=np.int64)
+    mask = np.zeros((len(sequences), width), dtype=np.int64)
+    for i, seq in enumerate(sequences):
+        if len(seq):
+            tokens[i, width - len(seq):] = item_tokens[np.asarray(seq, dtype=np.int64)]
+            mask[i, width - len(seq):] = 1
+    positions = np.maximum(mask.cumsum(axis=1) - 1, 0)
+    return tuple(torch.from_numpy(a) for a in (tokens, mask, positions))
+
+
+def loss(net: ItemSidNet, sequences: list[np.ndarray], item_tokens: np.ndarray,
+         device: torch.device) -> torch.Tensor:
+    """Mean cross-entropy of every SID token of every next item (items 2.. of each sequence), each level
+    conditioned on the true tokens of the levels before it."""
+    tokens, mask, positions = (t.to(device) for t in _left_pad(sequences, item_tokens))
+    states = net.states(tokens[:, :-1], mask[:, :-1], positions[:, :-1])  # the state after item i ...
+    target = tokens[:, 1:]  # ... predicts item i + 1
+    keep = (mask[:, :-1] * mask[:, 1:]).bool()
+    query = states[keep][:, None, :] + _prefix_sums(net, target[keep])
+    total = query.new_zeros(())
+    for level, lo in enumerate(net.lo):
+        total = total - net.level_logp(level, query[:, level]).gather(1, (target[keep][:, level] - lo)[:, None]).mean()
+    return total / len(net.lo)
+
+
+def last_states(net: ItemSidNet, histories: list[np.ndarray], item_tokens: np.ndarray, max_history: int,
+                device: torch.device) -> torch.Tensor:
+    """[b, d] the state after each history's last item (its last max_history items are read)."""
+    hist = [np.asarray(h, dtype=np.int64)[-max_history:] for h in histories]
+    tokens, mask, positions = (t.to(device) for t in _left_pad(hist, item_tokens))
+    return net.states(tokens, mask, positions)[:, -1]
+
+
+def beam_items(net: ItemSidNet, histories: list[np.ndarray], item_tokens: np.ndarray, trie: SidTrie,
+               num_beams: int, max_history: int, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """(int64[b, num_beams] the items of each history's beams, best first, -1 where a beam is no item;
+    float32[b, num_beams] their mean log-probability per SID token)."""
+    tables = trie.tables()
+    child = [torch.from_numpy(c).to(device) for c in tables.child]
+    b, L = len(histories), trie.num_levels
+    with torch.inference_mode():
+        state = last_states(net, histories, item_tokens, max_history, device)
+        node = torch.zeros((b, 1), dtype=torch.long, device=device)
+        score = torch.zeros((b, 1), dtype=torch.float32, device=device)
+        prefix = torch.zeros((b, 1, state.shape[-1]), dtype=state.dtype, device=device)
+        for d in range(L):
+            # the trie's tokens of level d lie in tables.lo[d] .. + width[d], inside the level's block
+            start, w = tables.lo[d] - net.lo[d], tables.width[d]
+            logp = net.level_logp(d, state[:, None, :] + prefix)[..., start:start + w]
+            nxt = child[d][node.clamp(min=0)]  # [b, beams, w]
+            cand = torch.where((nxt >= 0) & (node[..., None] >= 0), score[..., None] + logp, -math.inf)
+            top = cand.view(b, -1).topk(min(num_beams, cand[0].numel()), dim=1)
+            parent = top.indices // w
+            node = torch.where(torch.isfinite(top.values), nxt.view(b, -1).gather(1, top.indices), -1)
+            score = top.values
+            token = top.indices % w + tables.lo[d]
+            prefix = prefix.gather(1, parent[..., None].expand(-1, -1, prefix.shape[-1])) + net.table[token]
+    item_of = torch.from_numpy(tables.item).to(device)
+    items = torch.where(node >= 0, item_of[node.clamp(min=0)], -1).cpu().numpy()
+    scores = (score / L).cpu().numpy()
+    pad = num_beams - items.shape[1]  # a catalogue with fewer items than beams
+    if pad > 0:
+        items = np.pad(items, ((0, 0), (0, pad)), constant_values=-1)
+        scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
+    return items.astype(np.int64), np.where(items >= 0, scores, -np.inf).astype(np.float32)
+
+
+def exhaustive_scores(net: ItemSidNet, history: np.ndarray, item_tokens: np.ndarray,
+                      max_history: int) -> np.ndarray:
+    """float64[n_items]: log-probability of every catalogue item's whole SID after `history`, by teacher
+    forcing each item's tokens through the heads. The reference `beam_items` is tested against."""
+    tokens = torch.from_numpy(np.asarray(item_tokens, dtype=np.int64))
+    with torch.inference_mode():
+        state = last_states(net, [history], item_tokens, max_history, torch.device("cpu"))[0]
+        query = state[None, None, :] + _prefix_sums(net, tokens)
+        total = torch.zeros(len(tokens), dtype=torch.float64)
+        for level, lo in enumerate(net.lo):
+            total += net.level_logp(level, query[:, level]).gather(1, tokens[:, level:level + 1] - lo)[:, 0].double()
+    return total.numpy()
+
+
+def rank(net: ItemSidNet, histories: list[np.ndarray], item_tokens: np.ndarray, trie: SidTrie, num_beams: int,
+         batch_size: int, max_history: int, device: str,
+         progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """`beam_items` of every history, batch by batch."""
+    dev = torch.device(device)
+    net.to(dev).eval()
+    items = np.full((len(histories), num_beams), -1, dtype=np.int64)
+    scores = np.full((len(histories), num_beams), -np.inf, dtype=np.float32)
+    for start in range(0, len(histories), batch_size):
+        chunk = histories[start:start + batch_size]
+        done = slice(start, start + len(chunk))
+        items[done], scores[done] = beam_items(net, chunk, item_tokens, trie, num_beams, max_history, dev)
+        if progress is not None:
+            progress(start + len(chunk), len(histories))
+    return items, scores
