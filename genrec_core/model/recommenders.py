@@ -280,7 +280,8 @@ class Popularity(Recommender):
         self.counts = weights["counts"].to(torch.int64)
 
 
-KINDS: dict[str, type[Recommender]] = {"sid_item": SidItem, "sid_gpt": SidGpt, "tiger": Tiger, "sasrec": SasRec, "popularity": Popularity}
+KINDS: dict[str, type[Recommender]] = {"sid_item": SidItem, "sid_gpt": SidGpt, "tiger": Tiger, "sasrec": SasRec,
+                                       "popularity": Popularity}
 
 
 def make_spec(train_cfg, level_sizes: tuple[int, ...], n_items: int, map_version: str) -> dict[str, Any]:

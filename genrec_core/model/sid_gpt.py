@@ -28,6 +28,7 @@ from transformers import (
     LogitsProcessorList,
 )
 
+from genrec_core.model.beams import beam_result, rank_in_batches
 from genrec_core.model.sid_vocab import EOS, PAD, SidVocab
 from genrec_core.model.trie import SidTrie
 
@@ -135,14 +136,7 @@ def beam_items(model: GPT2LMHeadModel, histories: list[np.ndarray], item_tokens:
             out = model(input_ids=token, attention_mask=mask, position_ids=last_pos[:, None],
                         past_key_values=cache, use_cache=True)
             cache, logits = out.past_key_values, out.logits[:, -1]
-    item_of = torch.from_numpy(tables.item).to(device)
-    items = torch.where(node >= 0, item_of[node.clamp(min=0)], -1).cpu().numpy()
-    scores = (score / L).cpu().numpy()
-    pad = num_beams - items.shape[1]  # a catalogue with fewer items than beams
-    if pad > 0:
-        items = np.pad(items, ((0, 0), (0, pad)), constant_values=-1)
-        scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
-    return items.astype(np.int64), np.where(items >= 0, scores, -np.inf).astype(np.float32)
+    return beam_result(node, score, tables, L, num_beams)
 
 
 def generate_beam_items(model: GPT2LMHeadModel, histories: list[np.ndarray], item_tokens: np.ndarray,
@@ -188,14 +182,6 @@ def rank(model: GPT2LMHeadModel, histories: list[np.ndarray], item_tokens: np.nd
          num_beams: int, batch_size: int, max_history: int, device: str,
          progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """`beam_items` of every history, batch by batch."""
-    dev = torch.device(device)
-    model.to(dev).eval()
-    items = np.full((len(histories), num_beams), -1, dtype=np.int64)
-    scores = np.full((len(histories), num_beams), -np.inf, dtype=np.float32)
-    for start in range(0, len(histories), batch_size):
-        chunk = histories[start:start + batch_size]
-        done = slice(start, start + len(chunk))
-        items[done], scores[done] = beam_items(model, chunk, item_tokens, trie, num_beams, max_history, dev)
-        if progress is not None:
-            progress(start + len(chunk), len(histories))
-    return items, scores
+    return rank_in_batches(model, lambda chunk, dev: beam_items(model, chunk, item_tokens, trie, num_beams,
+                                                                max_history, dev),
+                           histories, num_beams, batch_size, device, progress)

@@ -1,6 +1,7 @@
 """An item-level generative recommender over SIDs: one transformer position per item.
 
-Each history item enters as the sum of its L SID token embeddings, a causal GPT-2 reads the items, and
+Each history item enters as the sum of its L SID token embeddings and of its hashed SID prefixes'
+embeddings (prefixes of 2..L tokens; the whole SID names the item), a causal GPT-2 reads the items, and
 the state at position i gives the next item's SID level by level: level l's logits come from that state
 plus the embeddings of the SID's tokens at levels < l, through a small per-level head, scored against
 the level's token embeddings (the input table, tied). So the model still generates an item as its SID,
@@ -22,12 +23,14 @@ import torch
 from torch import nn
 from transformers import GPT2Config, GPT2Model
 
+from genrec_core.model.beams import beam_result, rank_in_batches
 from genrec_core.model.sid_vocab import PAD, SidVocab
 from genrec_core.model.trie import SidTrie
 
 
 class ItemSidNet(nn.Module):
-    """GPT-2 over item positions (input: summed SID token embeddings) with one head per SID level."""
+    """GPT-2 over item positions (input: summed SID token and SID prefix embeddings) with one head per
+    SID level."""
 
     def __init__(self, vocab: SidVocab, *, d_model: int, d_ff: int, num_layers: int, num_heads: int,
                  dropout: float, max_history: int, ngram_buckets: int = 0) -> None:
@@ -121,10 +124,11 @@ def loss(net: ItemSidNet, sequences: list[np.ndarray], item_tokens: np.ndarray,
     states = net.states(tokens[:, :-1], mask[:, :-1], positions[:, :-1])  # the state after item i ...
     target = tokens[:, 1:]  # ... predicts item i + 1
     keep = (mask[:, :-1] * mask[:, 1:]).bool()
-    query = states[keep][:, None, :] + _prefix_sums(net, target[keep])
+    target = target[keep]
+    query = states[keep][:, None, :] + _prefix_sums(net, target)
     total = query.new_zeros(())
     for level, lo in enumerate(net.lo):
-        total = total - net.level_logp(level, query[:, level]).gather(1, (target[keep][:, level] - lo)[:, None]).mean()
+        total = total - net.level_logp(level, query[:, level]).gather(1, target[:, level:level + 1] - lo).mean()
     return total / len(net.lo)
 
 
@@ -160,14 +164,7 @@ def beam_items(net: ItemSidNet, histories: list[np.ndarray], item_tokens: np.nda
             score = top.values
             token = top.indices % w + tables.lo[d]
             prefix = prefix.gather(1, parent[..., None].expand(-1, -1, prefix.shape[-1])) + net.table[token]
-    item_of = torch.from_numpy(tables.item).to(device)
-    items = torch.where(node >= 0, item_of[node.clamp(min=0)], -1).cpu().numpy()
-    scores = (score / L).cpu().numpy()
-    pad = num_beams - items.shape[1]  # a catalogue with fewer items than beams
-    if pad > 0:
-        items = np.pad(items, ((0, 0), (0, pad)), constant_values=-1)
-        scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
-    return items.astype(np.int64), np.where(items >= 0, scores, -np.inf).astype(np.float32)
+    return beam_result(node, score, tables, L, num_beams)
 
 
 def exhaustive_scores(net: ItemSidNet, history: np.ndarray, item_tokens: np.ndarray,
@@ -188,14 +185,6 @@ def rank(net: ItemSidNet, histories: list[np.ndarray], item_tokens: np.ndarray, 
          batch_size: int, max_history: int, device: str,
          progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """`beam_items` of every history, batch by batch."""
-    dev = torch.device(device)
-    net.to(dev).eval()
-    items = np.full((len(histories), num_beams), -1, dtype=np.int64)
-    scores = np.full((len(histories), num_beams), -np.inf, dtype=np.float32)
-    for start in range(0, len(histories), batch_size):
-        chunk = histories[start:start + batch_size]
-        done = slice(start, start + len(chunk))
-        items[done], scores[done] = beam_items(net, chunk, item_tokens, trie, num_beams, max_history, dev)
-        if progress is not None:
-            progress(start + len(chunk), len(histories))
-    return items, scores
+    return rank_in_batches(net, lambda chunk, dev: beam_items(net, chunk, item_tokens, trie, num_beams,
+                                                              max_history, dev),
+                           histories, num_beams, batch_size, device, progress)
