@@ -4,12 +4,28 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import math
+
 import numpy as np
 import torch
 
 from genrec_core.model.trie import TrieTables
 
 BeamFn = Callable[[list[np.ndarray], torch.device], tuple[np.ndarray, np.ndarray]]
+
+
+def trie_step(child: torch.Tensor, node: torch.Tensor, score: torch.Tensor, logp: torch.Tensor,
+              num_beams: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One level of the search. child: the level's trie table on the device; node, score [b, beams]: the
+    beams' trie nodes (-1 dead) and summed log-probabilities; logp [b, beams, w]: this level's
+    log-probabilities over the trie's token range of the level. Returns the best `num_beams` extensions:
+    (node, score, parent beam, token index within the range), each [b, beams']."""
+    b, w = node.shape[0], logp.shape[-1]
+    nxt = child[node.clamp(min=0)]  # [b, beams, w]
+    cand = torch.where((nxt >= 0) & (node[..., None] >= 0), score[..., None] + logp, -math.inf)
+    top = cand.view(b, -1).topk(min(num_beams, cand[0].numel()), dim=1)
+    node = torch.where(torch.isfinite(top.values), nxt.view(b, -1).gather(1, top.indices), -1)
+    return node, top.values, top.indices // w, top.indices % w
 
 
 def beam_result(node: torch.Tensor, score: torch.Tensor, tables: TrieTables, num_levels: int,

@@ -28,7 +28,7 @@ from transformers import (
     LogitsProcessorList,
 )
 
-from genrec_core.model.beams import beam_result, rank_in_batches
+from genrec_core.model.beams import beam_result, rank_in_batches, trie_step
 from genrec_core.model.sid_vocab import EOS, PAD, SidVocab
 from genrec_core.model.trie import SidTrie
 
@@ -119,20 +119,16 @@ def beam_items(model: GPT2LMHeadModel, histories: list[np.ndarray], item_tokens:
         for d in range(L):
             lo, w = tables.lo[d], tables.width[d]
             logp = logits.float().log_softmax(-1)[:, lo:lo + w].view(b, -1, w)
-            nxt = child[d][node.clamp(min=0)]  # [b, beams, w]
-            cand = torch.where((nxt >= 0) & (node[..., None] >= 0), score[..., None] + logp, -math.inf)
-            top = cand.view(b, -1).topk(min(num_beams, cand[0].numel()), dim=1)
-            parent = top.indices // w
-            node = torch.where(torch.isfinite(top.values), nxt.view(b, -1).gather(1, top.indices), -1)
-            score = top.values
+            width = node.shape[1]  # the beams of the last step, before this one
+            node, score, parent, index = trie_step(child[d], node, score, logp, num_beams)
             if d == L - 1:
                 break
             # the beams' rows in the flat [b * beams] batch of the last step, then one step on their tokens
-            rows = (torch.arange(b, device=device)[:, None] * (nxt.shape[1]) + parent).view(-1)
+            rows = (torch.arange(b, device=device)[:, None] * width + parent).view(-1)
             cache.reorder_cache(rows)
             mask = torch.cat([mask[rows], torch.ones_like(mask[rows, :1])], dim=1)
             last_pos = last_pos[rows] + 1
-            token = (top.indices % w + lo).view(-1, 1)
+            token = (index + lo).view(-1, 1)
             out = model(input_ids=token, attention_mask=mask, position_ids=last_pos[:, None],
                         past_key_values=cache, use_cache=True)
             cache, logits = out.past_key_values, out.logits[:, -1]

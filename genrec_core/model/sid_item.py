@@ -15,7 +15,6 @@ the slow reference that wide enough beams must reproduce.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import numpy as np
@@ -23,7 +22,7 @@ import torch
 from torch import nn
 from transformers import GPT2Config, GPT2Model
 
-from genrec_core.model.beams import beam_result, rank_in_batches
+from genrec_core.model.beams import beam_result, rank_in_batches, trie_step
 from genrec_core.model.sid_vocab import PAD, SidVocab
 from genrec_core.model.trie import SidTrie
 
@@ -156,13 +155,8 @@ def beam_items(net: ItemSidNet, histories: list[np.ndarray], item_tokens: np.nda
             # the trie's tokens of level d lie in tables.lo[d] .. + width[d], inside the level's block
             start, w = tables.lo[d] - net.lo[d], tables.width[d]
             logp = net.level_logp(d, state[:, None, :] + prefix)[..., start:start + w]
-            nxt = child[d][node.clamp(min=0)]  # [b, beams, w]
-            cand = torch.where((nxt >= 0) & (node[..., None] >= 0), score[..., None] + logp, -math.inf)
-            top = cand.view(b, -1).topk(min(num_beams, cand[0].numel()), dim=1)
-            parent = top.indices // w
-            node = torch.where(torch.isfinite(top.values), nxt.view(b, -1).gather(1, top.indices), -1)
-            score = top.values
-            token = top.indices % w + tables.lo[d]
+            node, score, parent, index = trie_step(child[d], node, score, logp, num_beams)
+            token = index + tables.lo[d]
             prefix = prefix.gather(1, parent[..., None].expand(-1, -1, prefix.shape[-1])) + net.table[token]
     return beam_result(node, score, tables, L, num_beams)
 
