@@ -141,8 +141,27 @@ class _SidModel(Trained):
                        invalid_share=invalid_share(beams, scores))
 
 
-class SidGpt(_SidModel):
+class _DecoderSidModel(_SidModel):
+    """The decoder-only SID models: `search` is their module (sid_gpt or sid_item), which gives the loss
+    and the beam search with the same signatures; examples are every sequence cut into chunks of at
+    most max_history + 1 items."""
+
+    search = sid_gpt
+
+    def examples(self, sequences):
+        return sid_gpt.make_examples(sequences, self.max_history)
+
+    def loss(self, batch, device):
+        return self.search.loss(self.module, batch, self.item_tokens, device)
+
+    def _beams(self, histories, num_beams, batch_size, device, progress):
+        return self.search.rank(self.module, histories, self.item_tokens, self.trie, num_beams, batch_size,
+                                self.max_history, device, progress)
+
+
+class SidGpt(_DecoderSidModel):
     kind = "sid_gpt"
+    search = sid_gpt
 
     def __init__(self, spec, item_tokens, seed: int = 0) -> None:
         super().__init__(spec, item_tokens)
@@ -151,19 +170,10 @@ class SidGpt(_SidModel):
                                           num_layers=s["num_layers"], num_heads=s["num_heads"],
                                           dropout=s["dropout"], max_history=self.max_history, seed=seed)
 
-    def examples(self, sequences):
-        return sid_gpt.make_examples(sequences, self.max_history)
 
-    def loss(self, batch, device):
-        return sid_gpt.loss(self.module, batch, self.item_tokens, device)
-
-    def _beams(self, histories, num_beams, batch_size, device, progress):
-        return sid_gpt.rank(self.module, histories, self.item_tokens, self.trie, num_beams, batch_size,
-                            self.max_history, device, progress)
-
-
-class SidItem(_SidModel):
+class SidItem(_DecoderSidModel):
     kind = "sid_item"
+    search = sid_item
 
     def __init__(self, spec, item_tokens, seed: int = 0) -> None:
         super().__init__(spec, item_tokens)
@@ -171,17 +181,7 @@ class SidItem(_SidModel):
         self.module = sid_item.build_model(self.vocab, d_model=s["d_model"], d_ff=s["d_ff"],
                                            num_layers=s["num_layers"], num_heads=s["num_heads"],
                                            dropout=s["dropout"], max_history=self.max_history, seed=seed,
-                                           ngram_buckets=s.get("ngram_buckets", 0))
-
-    def examples(self, sequences):
-        return sid_gpt.make_examples(sequences, self.max_history)
-
-    def loss(self, batch, device):
-        return sid_item.loss(self.module, batch, self.item_tokens, device)
-
-    def _beams(self, histories, num_beams, batch_size, device, progress):
-        return sid_item.rank(self.module, histories, self.item_tokens, self.trie, num_beams, batch_size,
-                             self.max_history, device, progress)
+                                           ngram_buckets=s["ngram_buckets"])
 
 
 class Tiger(_SidModel):
