@@ -127,6 +127,9 @@ def main() -> None:
     machine = describe(load_at_start)
     for name, row in results.items():  # each dataset keeps the machine and budgets it was measured with
         row.update({"machine": machine, "budgets_minutes": budgets})
+        for model_row in row.values():  # and each model row its own, since later runs may re-measure a subset
+            if isinstance(model_row, dict) and "recall@10" in model_row:
+                model_row["machine"] = machine
     # Datasets not run this time keep their earlier figures, so one dataset can be re-measured alone.
     doc = json.loads(args.out.read_text()) if args.out.is_file() else {}
     doc = {k: v for k, v in doc.items() if k not in ("machine", "budgets_minutes")}
