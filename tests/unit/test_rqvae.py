@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from vectors import clustered
 
@@ -103,12 +103,15 @@ def test_files_round_trip(fitted):
 
 @settings(max_examples=20, deadline=None)
 @given(k=st.integers(2, 16), n_far=st.integers(0, 16), d=st.integers(1, 8), seed=st.integers(0, 1000))
+@example(k=8, n_far=0, d=1, seed=1)
 def test_restart_moves_only_dead_codes_onto_batch_residuals(k, n_far, d, seed):
     n_far = min(n_far, k - 1)
     gen = torch.Generator().manual_seed(seed)
     residual = torch.randn(50, d, generator=gen)
-    # Live codes sit on distinct residual rows, so each is some row's nearest code; codes placed far
-    # from every residual are never nearest, so they die.
+    # Live codes sit on residual rows set 10 apart, so each is its own row's nearest code. Two random
+    # rows can lie closer than the expanded distance's rounding (d=1, k=8, seed=1 did), and the tie
+    # then goes to the first code. Codes placed far from every residual are never nearest, so they die.
+    residual[:k] += 10.0 * torch.arange(k, dtype=residual.dtype)[:, None]
     book = residual[:k].clone()
     book[k - n_far:] += 1e3
     last_used = torch.zeros(k, dtype=torch.long)
