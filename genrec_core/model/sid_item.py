@@ -34,9 +34,12 @@ class ItemSidNet(nn.Module):
     def __init__(self, vocab: SidVocab, *, d_model: int, d_ff: int, num_layers: int, num_heads: int,
                  dropout: float, max_history: int, ngram_buckets: int = 0) -> None:
         super().__init__()
+        # No bos/eos: GPT-2's default 50256 lies outside the SID vocabulary (transformers warns on each
+        # build), and sid_item's beams never go through transformers' generate.
         config = GPT2Config(vocab_size=vocab.vocab_size, n_positions=max_history + 1, n_embd=d_model,
                             n_inner=d_ff, n_layer=num_layers, n_head=num_heads, resid_pdrop=dropout,
-                            embd_pdrop=dropout, attn_pdrop=dropout, pad_token_id=PAD)
+                            embd_pdrop=dropout, attn_pdrop=dropout, pad_token_id=PAD,
+                            bos_token_id=None, eos_token_id=None)
         self.gpt = GPT2Model(config)
         self.lo = [vocab.offset(level) for level in range(vocab.num_levels)]
         self.sizes = list(vocab.level_sizes)
