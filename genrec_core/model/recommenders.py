@@ -142,11 +142,9 @@ class _SidModel(Trained):
 
 
 class _DecoderSidModel(_SidModel):
-    """The decoder-only SID models: `search` is their module (sid_gpt or sid_item), which gives the loss
-    and the beam search with the same signatures; examples are every sequence cut into chunks of at
-    most max_history + 1 items."""
-
-    search = sid_gpt
+    """The decoder-only SID models. Each subclass names its module (sid_gpt or sid_item) as `search`;
+    the module gives the loss and the beam search with the same signatures. Examples are every
+    sequence cut into chunks of at most max_history + 1 items."""
 
     def examples(self, sequences):
         return sid_gpt.make_examples(sequences, self.max_history)
