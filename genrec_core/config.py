@@ -306,6 +306,9 @@ class TrainConfig:
     # the cuts took sid_gpt's validation R@10 from 0.052 to 0.066.
     plateau_evals: int = 2
     plateau_decay: float = 0.5
+    # > 0: validate, keep and register an exponential moving average of the weights (this decay per
+    # step) instead of the last step's weights; 0 turns it off.
+    ema_decay: float = 0.0
     select_metric: str = ""
     # A killed run resumes from its last checkpoint (same inputs, same config); "never" starts over.
     resume: str = "auto"
@@ -550,6 +553,8 @@ def validate(cfg: PipelineConfig) -> None:
         raise ConfigError("train sizes (d_model, d_ff, layers, heads, d_kv, batch_size, max_steps, "
                           "max_history, eval_every, patience) must be positive, valid_users, plateau_evals and "
                           "ngram_buckets >= 0, and plateau_decay in (0, 1]")
+    if not 0 <= tr.ema_decay < 1:
+        raise ConfigError(f"train.ema_decay ({tr.ema_decay}) must be in [0, 1): 0 is off, 0.999 averages ~1000 steps")
     for key, value, known in (("train.model", tr.model, MODEL_KINDS), ("train.warm_start", tr.warm_start, WARM_STARTS),
                               ("train.resume", tr.resume, ("auto", "never"))):
         if value not in known:

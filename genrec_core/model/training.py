@@ -1,6 +1,6 @@
-"""One training loop for every trainable recommender: AdamW with warmup, a validation every
-`eval_every` steps that keeps the best weights, a learning rate cut on a plateau, early stopping, a
-wall-clock budget, and exact resume.
+"""One training loop for every trainable recommender: AdamW with warmup, an optional moving average
+of the weights, a validation every `eval_every` steps that keeps the best weights, a learning rate
+cut on a plateau, early stopping, a wall-clock budget, and exact resume.
 
 The loop owns no files and no clock: the caller passes `clock`, a `validate` function, and a
 `checkpoint` function that persists a `Snapshot`; `resume` hands a snapshot back. Batches are a
@@ -55,6 +55,7 @@ class Snapshot:
     optimizer: dict[str, Any]
     scheduler: dict[str, Any]
     torch_rng: torch.Tensor
+    averaged: Optional[dict[str, torch.Tensor]] = None  # the weight average's state, with ema_decay
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,9 @@ class LoopConfig:
     # step count, it anneals inside whatever budget the wall clock leaves.
     plateau_evals: int = 0
     plateau_decay: float = 0.5
+    # With ema_decay > 0, validation, the best weights and the result use an exponential moving average
+    # of the weights (decay per step), not the last step's weights.
+    ema_decay: float = 0.0
 
 
 def lr_factor(step: int, warmup_steps: int) -> float:
@@ -95,6 +99,26 @@ def _copy_weights(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
 
 
+def ema_decay_at(decay: float, num_averaged: int) -> float:
+    """The decay of the update after `num_averaged` updates: `decay`, capped by (1 + n) / (10 + n) early
+    on, so that a short run's average is not mostly its random initial weights (0.999 ** 400 = 0.67)."""
+    return min(decay, (1.0 + num_averaged) / (10.0 + num_averaged))
+
+
+def _averager(module: torch.nn.Module, decay: float) -> Optional[torch.optim.swa_utils.AveragedModel]:
+    """torch's moving average of `module`'s parameters, or None for decay 0."""
+    if not decay:
+        return None
+    from torch.optim.swa_utils import AveragedModel
+
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
+        weight = 1.0 - ema_decay_at(decay, int(num_averaged))
+        for a, c in zip(averaged, current):
+            a.lerp_(c, weight)
+
+    return AveragedModel(module, multi_avg_fn=update)
+
+
 def fit(module: torch.nn.Module, loss_fn: Callable[[list, torch.device], torch.Tensor], examples: list,
         cfg: LoopConfig, seed: int, device: str, *,
         validate: Optional[Callable[[], dict[str, float]]] = None, select_metric: str = "recall@10",
@@ -114,8 +138,13 @@ def fit(module: torch.nn.Module, loss_fn: Callable[[list, torch.device], torch.T
     opt = make_optimizer(module, cfg)
     state = TrainState()
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg.warmup_steps) * state.lr_scale)
+    averaged = _averager(module, cfg.ema_decay)
     if resume is not None:
         module.load_state_dict(resume.weights)
+        if averaged is not None:
+            if resume.averaged is None:
+                raise ValueError("the checkpoint has no weight average, but train.ema_decay asks for one")
+            averaged.load_state_dict(resume.averaged)
         opt.load_state_dict(resume.optimizer)
         sched.load_state_dict(resume.scheduler)
         torch.set_rng_state(resume.torch_rng)
@@ -132,6 +161,10 @@ def fit(module: torch.nn.Module, loss_fn: Callable[[list, torch.device], torch.T
     started = clock() - state.seconds
 
     def evaluate() -> None:
+        live = None
+        if averaged is not None and int(averaged.n_averaged):
+            live = _copy_weights(module)
+            module.load_state_dict(averaged.module.state_dict())
         module.eval()
         metrics = validate() if validate is not None else {}
         module.train()
@@ -149,13 +182,19 @@ def fit(module: torch.nn.Module, loss_fn: Callable[[list, torch.device], torch.T
             state.since_best += 1
             if cfg.plateau_evals and state.since_best % cfg.plateau_evals == 0 and state.since_best < cfg.patience:
                 state.lr_scale *= cfg.plateau_decay
+                live = None
                 module.load_state_dict(best)
+                if averaged is not None:
+                    averaged.module.load_state_dict(best)
+        if live is not None:
+            module.load_state_dict(live)
 
     def save() -> None:
         state.seconds = clock() - started
         if checkpoint is not None:
             checkpoint(Snapshot(copy.deepcopy(state), _copy_weights(module), best, opt.state_dict(),
-                                sched.state_dict(), torch.get_rng_state()))
+                                sched.state_dict(), torch.get_rng_state(),
+                                None if averaged is None else _copy_weights(averaged)))
 
     module.train()
     while True:
@@ -174,6 +213,8 @@ def fit(module: torch.nn.Module, loss_fn: Callable[[list, torch.device], torch.T
         torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
         opt.step()
         sched.step()
+        if averaged is not None:
+            averaged.update_parameters(module)
         window.append(float(loss.detach()))
         state.step += 1
         state.seen += len(idx)

@@ -15,6 +15,9 @@ from genrec_core.model.recommenders import check_compatible
 from genrec_core.model.training import Snapshot, TrainState
 
 
+AVERAGED = "averaged.safetensors"  # the weight average's state, with train.ema_decay
+
+
 def folder(settings, fingerprint: str) -> Path:
     return settings.home / "checkpoints" / fingerprint
 
@@ -28,6 +31,8 @@ def save(path: Path, snapshot: Snapshot, spec: dict) -> None:
     tmp.mkdir(parents=True)
     save_file(snapshot.weights, str(tmp / "weights.safetensors"))
     save_file(snapshot.best_weights, str(tmp / "best.safetensors"))
+    if snapshot.averaged is not None:
+        save_file(snapshot.averaged, str(tmp / AVERAGED))
     torch.save({"optimizer": snapshot.optimizer, "scheduler": snapshot.scheduler, "torch_rng": snapshot.torch_rng},
                tmp / "optimizer.pt")
     (tmp / "state.json").write_text(json.dumps({"spec": spec, "state": snapshot.state.to_json()}, indent=1))
@@ -55,7 +60,7 @@ def load(path: Path, spec: dict) -> Optional[Snapshot]:
     extra = torch.load(path / "optimizer.pt", weights_only=True)
     return Snapshot(TrainState.from_json(saved["state"]), load_file(str(path / "weights.safetensors")),
                     load_file(str(path / "best.safetensors")), extra["optimizer"], extra["scheduler"],
-                    extra["torch_rng"])
+                    extra["torch_rng"], load_file(str(path / AVERAGED)) if (path / AVERAGED).exists() else None)
 
 
 def remove(path: Path) -> None:

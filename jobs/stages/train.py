@@ -79,7 +79,7 @@ def loop_config(t):
                       warmup_steps=t.warmup_steps, max_steps=t.max_steps, max_minutes=t.max_minutes,
                       eval_every=t.eval_every, patience=t.patience,
                       plateau_evals=t.sasrec.plateau_evals if t.model == "sasrec" else t.plateau_evals,
-                      plateau_decay=t.plateau_decay)
+                      plateau_decay=t.plateau_decay, ema_decay=t.ema_decay)
 
 
 def curve_png(curve: list[dict], metric: str, title: str) -> bytes:

@@ -18,27 +18,34 @@ LOOP = LoopConfig(batch_size=8, learning_rate=1e-2, weight_decay=0.0, warmup_ste
                   max_minutes=5.0, eval_every=4, patience=10)
 
 
-def _run(rec, resume=None, max_steps=12, sink=None):
+def _run(rec, resume=None, max_steps=12, sink=None, ema_decay=0.0):
     seqs = [np.arange(i, i + 5) % 10 for i in range(20)]
-    return fit(rec.module, rec.loss, rec.examples(seqs), dataclasses.replace(LOOP, max_steps=max_steps), seed=1,
+    loop = dataclasses.replace(LOOP, max_steps=max_steps, ema_decay=ema_decay)
+    return fit(rec.module, rec.loss, rec.examples(seqs), loop, seed=1,
                device="cpu", validate=lambda: {"recall@10": float(rec.module.items.weight.detach().sum())},
                checkpoint=sink, resume=resume)
 
 
-def test_a_saved_checkpoint_resumes_exactly(tmp_path):
+@pytest.mark.parametrize("ema_decay", [0.0, 0.8])
+def test_a_saved_checkpoint_resumes_exactly(tmp_path, ema_decay):
     spec = R.make_spec(CFG, (10,), 10, "m1")
     path = tmp_path / "ckpt"
     straight = R.build(spec, np.arange(10)[:, None], 0)
-    _run(straight)
+    _run(straight, ema_decay=ema_decay)
     first = R.build(spec, np.arange(10)[:, None], 0)
-    _run(first, max_steps=8, sink=lambda snap: checkpoints.save(path, snap, spec) if snap.state.step == 8
-         and not snap.state.stopped_by else None)
+    _run(first, max_steps=8, ema_decay=ema_decay,
+         sink=lambda snap: checkpoints.save(path, snap, spec) if snap.state.step == 8 and not snap.state.stopped_by
+         else None)
     snap = checkpoints.load(path, spec)
-    assert snap is not None and snap.state.step == 8
+    assert snap is not None and snap.state.step == 8 and (snap.averaged is not None) == bool(ema_decay)
     again = R.build(spec, np.arange(10)[:, None], 5)
-    _run(again, resume=snap)
+    _run(again, resume=snap, ema_decay=ema_decay)
     for k, v in straight.module.state_dict().items():
         assert torch.equal(v, again.module.state_dict()[k]), k
+    if ema_decay:
+        with pytest.raises(ValueError, match="no weight average"):
+            _run(R.build(spec, np.arange(10)[:, None], 5), resume=dataclasses.replace(snap, averaged=None),
+                 ema_decay=ema_decay)
 
 
 def test_a_checkpoint_for_another_map_or_shape_is_refused(tmp_path):

@@ -43,6 +43,9 @@ def test_overrides_and_frozen():
 def test_validation():
     with pytest.raises(ConfigError, match="num_beams"):
         load_config(overrides=("eval.num_beams=3",))
+    for bad in ("train.ema_decay=1", "train.ema_decay=-0.5"):
+        with pytest.raises(ConfigError, match=r"train\.ema_decay"):
+            load_config(overrides=(bad,))
     # data.dataset is checked against the layouts in jobs.sources.datasets (tests/e2e/test_dataset_layouts.py).
     assert parse_override("a.b=[1]") == {"a": {"b": [1]}}
 

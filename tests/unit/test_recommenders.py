@@ -222,6 +222,37 @@ def test_a_plateau_cuts_the_learning_rate_from_the_best_weights():
     assert any(not torch.equal(seen[4][k], seen[3][k]) for k in seen[4])
 
 
+def test_ema_validates_and_keeps_the_moving_average_while_training_goes_on_from_the_live_weights():
+    """Validation sees torch's moving average of the weights, checked against a plain loop over the
+    weights after every step of the same run without it; the steps themselves are unchanged, and the
+    kept best weights are the average."""
+    loop = dataclasses.replace(LOOP, max_steps=20, eval_every=10, patience=10)
+    params = lambda rec: {k: v.detach().clone() for k, v in rec.module.named_parameters()}
+    plain, trail = _model("sasrec"), []
+    fit(plain.module, plain.loss, plain.examples(_sequences()), loop, seed=0, device="cpu",
+        progress=lambda state, loss: trail.append(params(plain)))
+    rec, live, seen = _model("sasrec"), [], []
+
+    def validate():
+        seen.append(params(rec))
+        return {"recall@10": float(len(seen))}  # every validation is a new best
+
+    state, best = fit(rec.module, rec.loss, rec.examples(_sequences()), dataclasses.replace(loop, ema_decay=0.9),
+                      seed=0, device="cpu", validate=validate, progress=lambda state, loss: live.append(params(rec)))
+    assert state.step == 20 and len(seen) == 2
+    for a, b in zip(trail, live):
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    average = dict(trail[0])
+    for step, weights in enumerate(trail[1:], start=2):
+        decay = min(0.9, step / (9 + step))  # the early cap (1 + n) / (10 + n), n = step - 1 updates so far
+        average = {k: decay * average[k] + (1 - decay) * weights[k] for k in average}
+        if step % 10 == 0:
+            for k in average:
+                torch.testing.assert_close(seen[step // 10 - 1][k], average[k], rtol=1e-5, atol=1e-6)
+    assert not all(torch.equal(seen[-1][k], trail[-1][k]) for k in average)
+    assert all(torch.equal(best[k], seen[-1][k]) for k in seen[-1])
+
+
 def test_wall_clock_budget_stops_training():
     rec = _model("sasrec")
     ticks = iter(range(0, 10_000, 30))  # 30 s a step
