@@ -162,7 +162,7 @@ def fit(module: torch.nn.Module, loss_fn: Callable[[list, torch.device], torch.T
 
     def evaluate() -> None:
         live = None
-        if averaged is not None and int(averaged.n_averaged):
+        if averaged is not None:  # before any step the average is a copy of the initial weights
             live = _copy_weights(module)
             module.load_state_dict(averaged.module.state_dict())
         module.eval()
