@@ -13,7 +13,12 @@ kept (TIGER's published figures), SASRec R@10 >= 0.0790 and N@10 >= 0.0387 with 
 (RecBole 1.2.1 on this machine), SASRec in at most 30 minutes, every model in at most 60.
 
 Usage: python benchmarks/recommender.py [--datasets beauty,yelp,scientific] [--models popularity,sasrec,sid_item]
-       [--minutes sasrec=30,sid_item=60] [--out benchmarks/results/recommender.json]
+       [--minutes sasrec=30,sid_item=60] [--set sid_item:train.members=2] [--key sid_item=sid_item_x2]
+       [--out benchmarks/results/recommender.json]
+
+--set passes a config override to one model's training (repeatable; the row records it), and --key
+files a model's row under another name, so a variant is measured beside the row of record instead of
+replacing it.
 """
 from __future__ import annotations
 
@@ -80,11 +85,27 @@ def main() -> None:
     ap.add_argument("--models", default="popularity,sasrec,sid_item")
     ap.add_argument("--minutes", default="sasrec=30,sid_item=60,sid_gpt=60,tiger=60",
                     help="training budget per model (train.max_minutes)")
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="MODEL:KEY=VALUE",
+                    help="a config override for one model's training, e.g. sid_item:train.members=2")
+    ap.add_argument("--key", dest="keys", action="append", default=[], metavar="MODEL=ROW",
+                    help="file MODEL's row under ROW instead of its usual name")
     ap.add_argument("--homes", type=Path, default=REPO / ".cache" / "bench" / "recommender")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "recommender.json")
     args = ap.parse_args()
     load_at_start = os.getloadavg()[0]
     budgets = dict(kv.split("=") for kv in args.minutes.split(",") if kv)
+    extra: dict[str, list[str]] = {}
+    for item in args.sets:
+        model, sep, setting = item.partition(":")
+        if not sep or "=" not in setting:
+            ap.error(f"--set {item!r}: expected MODEL:KEY=VALUE")
+        extra.setdefault(model, []).append(setting)
+    keys = dict(KEYS)
+    for item in args.keys:
+        model, sep, row_name = item.partition("=")
+        if not sep or model not in KEYS:
+            ap.error(f"--key {item!r}: expected MODEL=ROW with MODEL one of {', '.join(KEYS)}")
+        keys[model] = row_name
     results: dict = {}
     for name in args.datasets.split(","):
         layout, path = DATASETS[name]
@@ -106,12 +127,16 @@ def main() -> None:
             # cold starts only: a champion left in the home by an earlier run must not be fine-tuned
             sets = ["--set", "train.warm_start=never"]
             sets += ["--set", f"train.max_minutes={budgets[model]}"] if model in budgets else []
+            for setting in extra.get(model, []):
+                sets += ["--set", setting]
             start = time.monotonic()
             genrec(home, "run", "--dataset", spec, "--profile", "cpu", "--stages", "train", "--model", model, *sets)
             row = model_result(home, model)
             row["stage_seconds"] = round(time.monotonic() - start, 1)
             row["budget_minutes"] = float(budgets.get(model, 0))
-            results[name][KEYS[model]] = row
+            if extra.get(model):
+                row["sets"] = extra[model]
+            results[name][keys[model]] = row
             print(f"[bench-rec] {name} {model}: " + ", ".join(f"{k} {row[k]}" for k in METRICS + ("recall@10.excl",))
                   + f", train {row['train_seconds']} s")
         base = results[name].get("sasrec", {}).get("recall@10.excl")

@@ -270,8 +270,8 @@ class SasrecConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     """The recommender (`model`) and how it trains. The transformer sizes below are the SID models'
-    (sid_item, sid_gpt and tiger; num_decoder_layers and d_kv are tiger's only, ngram_buckets is
-    sid_item's only); sasrec has its own section."""
+    (sid_item, sid_gpt and tiger; num_decoder_layers and d_kv are tiger's only, ngram_buckets and
+    members are sid_item's only); sasrec has its own section."""
 
     model: str = "sid_item"
     d_model: int = 128
@@ -286,6 +286,10 @@ class TrainConfig:
     # sid_item: rows per hashed SID-prefix table (prefixes of 2..L tokens); 0 embeds each item as the
     # sum of its tokens only.
     ngram_buckets: int = 32768
+    # sid_item: independently initialised copies trained side by side on the same batches (each on its
+    # own loss) and decoded as one: every beam step averages their log-probabilities. Costs `members`
+    # times the compute per step, so it pays only under a budget long enough for each copy to converge.
+    members: int = 1
     max_history: int = 20
     batch_size: int = 256
     learning_rate: float = 1e-3
@@ -553,6 +557,8 @@ def validate(cfg: PipelineConfig) -> None:
         raise ConfigError("train sizes (d_model, d_ff, layers, heads, d_kv, batch_size, max_steps, "
                           "max_history, eval_every, patience) must be positive, valid_users, plateau_evals and "
                           "ngram_buckets >= 0, and plateau_decay in (0, 1]")
+    if tr.members < 1 or (tr.members > 1 and tr.model != "sid_item"):
+        raise ConfigError(f"train.members ({tr.members}) must be >= 1, and above 1 only with train.model=sid_item")
     if not 0 <= tr.ema_decay < 1:
         raise ConfigError(f"train.ema_decay ({tr.ema_decay}) must be in [0, 1): 0 is off, 0.999 averages ~1000 steps")
     for key, value, known in (("train.model", tr.model, MODEL_KINDS), ("train.warm_start", tr.warm_start, WARM_STARTS),

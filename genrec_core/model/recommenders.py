@@ -179,7 +179,7 @@ class SidItem(_DecoderSidModel):
         self.module = sid_item.build_model(self.vocab, d_model=s["d_model"], d_ff=s["d_ff"],
                                            num_layers=s["num_layers"], num_heads=s["num_heads"],
                                            dropout=s["dropout"], max_history=self.max_history, seed=seed,
-                                           ngram_buckets=s["ngram_buckets"])
+                                           ngram_buckets=s["ngram_buckets"], members=s.get("members", 1))
 
 
 class Tiger(_SidModel):
@@ -299,6 +299,8 @@ def make_spec(train_cfg, level_sizes: tuple[int, ...], n_items: int, map_version
             sizes.update(num_decoder_layers=t.num_decoder_layers, d_kv=t.d_kv)
         if kind == "sid_item":
             sizes.update(ngram_buckets=t.ngram_buckets)
+            if t.members > 1:  # absent at 1, so specs saved before the key existed still match
+                sizes.update(members=t.members)
     return {"kind": kind, "n_items": int(n_items), "level_sizes": [int(s) for s in level_sizes],
             "max_history": int(t.max_history), "sizes": sizes, "map_version": map_version}
 

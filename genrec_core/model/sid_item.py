@@ -10,6 +10,9 @@ a history of n items is n positions instead of n * L + 1, every position is an i
 and decoding runs the transformer once per user while the beam search over levels touches only the
 heads.
 
+With `members` > 1 the model is an ensemble of independently initialised copies whose level
+log-probabilities are averaged at every beam step (ItemSidEnsemble).
+
 `beam_items` is the batched search; `exhaustive_scores` scores every catalogue item by teacher forcing,
 the slow reference that wide enough beams must reproduce.
 """
@@ -76,6 +79,31 @@ class ItemSidNet(nn.Module):
         return (self.heads[level](query) @ block.T).float().log_softmax(-1)
 
 
+class ItemSidEnsemble(nn.Module):
+    """Several ItemSidNets read as one: a state or token embedding is the members' side by side, and a
+    level's log-probabilities are the mean of the members' (a product of experts, renormalised by
+    nothing: beams compare sums of them). Each member trains on its own loss (see `loss`)."""
+
+    def __init__(self, members: list[ItemSidNet]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.lo, self.sizes = members[0].lo, members[0].sizes
+        self.width = members[0].table.shape[1]
+
+    @property
+    def table(self) -> torch.Tensor:
+        return torch.cat([m.table for m in self.members], dim=1)
+
+    def states(self, tokens: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        return torch.cat([m.states(tokens, mask, positions) for m in self.members], dim=-1)
+
+    def level_logp(self, level: int, query: torch.Tensor) -> torch.Tensor:
+        parts = query.split(self.width, dim=-1)
+        return torch.stack([m.level_logp(level, q) for m, q in zip(self.members, parts)]).mean(0)
+
+
+AnyNet = ItemSidNet | ItemSidEnsemble
+
 _HASH_MULT = 1_000_003  # a prime above any token id; products stay far below 2**63
 
 
@@ -91,13 +119,18 @@ def prefix_buckets(tokens: torch.Tensor, buckets: int) -> list[torch.Tensor]:
 
 
 def build_model(vocab: SidVocab, *, d_model: int, d_ff: int, num_layers: int, num_heads: int,
-                dropout: float, max_history: int, seed: int, ngram_buckets: int = 0) -> ItemSidNet:
+                dropout: float, max_history: int, seed: int, ngram_buckets: int = 0,
+                members: int = 1) -> AnyNet:
+    """One ItemSidNet, or with members > 1 an ensemble of that many, initialised one after another
+    from `seed` (so each starts elsewhere)."""
     torch.manual_seed(seed)
-    return ItemSidNet(vocab, d_model=d_model, d_ff=d_ff, num_layers=num_layers, num_heads=num_heads,
-                      dropout=dropout, max_history=max_history, ngram_buckets=ngram_buckets)
+    nets = [ItemSidNet(vocab, d_model=d_model, d_ff=d_ff, num_layers=num_layers, num_heads=num_heads,
+                       dropout=dropout, max_history=max_history, ngram_buckets=ngram_buckets)
+            for _ in range(members)]
+    return nets[0] if members == 1 else ItemSidEnsemble(nets)
 
 
-def _prefix_sums(net: ItemSidNet, tokens: torch.Tensor) -> torch.Tensor:
+def _prefix_sums(net: AnyNet, tokens: torch.Tensor) -> torch.Tensor:
     """tokens [..., L] -> [..., L, d]: at level l, the sum of the embeddings of tokens 0..l-1."""
     embeds = net.table[tokens]
     return torch.cumsum(embeds, dim=-2) - embeds
@@ -118,10 +151,13 @@ def _left_pad(sequences: list[np.ndarray], item_tokens: np.ndarray) -> tuple[tor
     return tuple(torch.from_numpy(a) for a in (tokens, mask, positions))
 
 
-def loss(net: ItemSidNet, sequences: list[np.ndarray], item_tokens: np.ndarray,
+def loss(net: AnyNet, sequences: list[np.ndarray], item_tokens: np.ndarray,
          device: torch.device) -> torch.Tensor:
     """Mean cross-entropy of every SID token of every next item (items 2.. of each sequence), each level
-    conditioned on the true tokens of the levels before it."""
+    conditioned on the true tokens of the levels before it. An ensemble's is its members' mean: each
+    member learns alone (training the averaged log-probabilities instead would let them co-adapt)."""
+    if isinstance(net, ItemSidEnsemble):
+        return torch.stack([loss(m, sequences, item_tokens, device) for m in net.members]).mean()
     tokens, mask, positions = (t.to(device) for t in _left_pad(sequences, item_tokens))
     states = net.states(tokens[:, :-1], mask[:, :-1], positions[:, :-1])  # the state after item i ...
     target = tokens[:, 1:]  # ... predicts item i + 1
@@ -134,7 +170,7 @@ def loss(net: ItemSidNet, sequences: list[np.ndarray], item_tokens: np.ndarray,
     return total / len(net.lo)
 
 
-def last_states(net: ItemSidNet, histories: list[np.ndarray], item_tokens: np.ndarray, max_history: int,
+def last_states(net: AnyNet, histories: list[np.ndarray], item_tokens: np.ndarray, max_history: int,
                 device: torch.device) -> torch.Tensor:
     """[b, d] the state after each history's last item (its last max_history items are read)."""
     hist = [np.asarray(h, dtype=np.int64)[-max_history:] for h in histories]
@@ -142,7 +178,7 @@ def last_states(net: ItemSidNet, histories: list[np.ndarray], item_tokens: np.nd
     return net.states(tokens, mask, positions)[:, -1]
 
 
-def beam_items(net: ItemSidNet, histories: list[np.ndarray], item_tokens: np.ndarray, trie: SidTrie,
+def beam_items(net: AnyNet, histories: list[np.ndarray], item_tokens: np.ndarray, trie: SidTrie,
                num_beams: int, max_history: int, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
     """(int64[b, num_beams] the items of each history's beams, best first, -1 where a beam is no item;
     float32[b, num_beams] their mean log-probability per SID token)."""
@@ -164,7 +200,7 @@ def beam_items(net: ItemSidNet, histories: list[np.ndarray], item_tokens: np.nda
     return beam_result(node, score, tables, L, num_beams)
 
 
-def exhaustive_scores(net: ItemSidNet, history: np.ndarray, item_tokens: np.ndarray,
+def exhaustive_scores(net: AnyNet, history: np.ndarray, item_tokens: np.ndarray,
                       max_history: int) -> np.ndarray:
     """float64[n_items]: log-probability of every catalogue item's whole SID after `history`, by teacher
     forcing each item's tokens through the heads. The reference `beam_items` is tested against."""
@@ -178,7 +214,7 @@ def exhaustive_scores(net: ItemSidNet, history: np.ndarray, item_tokens: np.ndar
     return total.numpy()
 
 
-def rank(net: ItemSidNet, histories: list[np.ndarray], item_tokens: np.ndarray, trie: SidTrie, num_beams: int,
+def rank(net: AnyNet, histories: list[np.ndarray], item_tokens: np.ndarray, trie: SidTrie, num_beams: int,
          batch_size: int, max_history: int, device: str,
          progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """`beam_items` of every history, batch by batch."""

@@ -43,6 +43,10 @@ def test_overrides_and_frozen():
 def test_validation():
     with pytest.raises(ConfigError, match="num_beams"):
         load_config(overrides=("eval.num_beams=3",))
+    for bad in (("train.members=0",), ("train.members=2", "train.model=sasrec")):
+        with pytest.raises(ConfigError, match=r"train\.members"):
+            load_config(overrides=bad)
+    assert load_config(overrides=("train.members=2",)).train.members == 2
     for bad in ("train.ema_decay=1", "train.ema_decay=-0.5"):
         with pytest.raises(ConfigError, match=r"train\.ema_decay"):
             load_config(overrides=(bad,))

@@ -43,8 +43,8 @@ TARGETS = np.array([(i + 1) % N for i in range(N)])
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _model(kind: str, seed: int = 0) -> R.Recommender:
-    spec = R.make_spec(dataclasses.replace(CFG, model=kind), LEVELS, N, "m1")
+def _model(kind: str, seed: int = 0, **sizes) -> R.Recommender:
+    spec = R.make_spec(dataclasses.replace(CFG, model=kind, **sizes), LEVELS, N, "m1")
     return R.build(spec, _tokens(), seed)
 
 
@@ -86,6 +86,39 @@ def test_beam_search_equals_exhaustive_scoring(kind, search):
         scores = search.exhaustive_scores(rec.module, hist, rec.item_tokens, 5)
         assert row.tolist() == np.argsort(-scores, kind="stable").tolist()
         np.testing.assert_allclose(row_scores * len(LEVELS), scores[row], rtol=1e-4, atol=1e-5)
+
+
+def test_an_ensemble_trains_each_member_alone_and_decodes_their_mean():
+    """members=2: two differently initialised nets; the loss is the mean of theirs, so each learns as it
+    would alone; an item's score is the mean of the members' whole-SID log-probabilities, and wide beams
+    list items in that order; the spec names the members (and a single net's spec does not)."""
+    rec = _model("sid_item", members=2)
+    assert rec.spec["sizes"]["members"] == 2 and "members" not in _model("sid_item").spec["sizes"]
+    net = rec.module
+    first, second = net.members
+    assert not torch.equal(first.table, second.table)
+    batch = rec.examples(_sequences())[:16]
+    torch.testing.assert_close(rec.loss(batch, torch.device("cpu")),
+                               (sid_item.loss(first, batch, rec.item_tokens, torch.device("cpu"))
+                                + sid_item.loss(second, batch, rec.item_tokens, torch.device("cpu"))) / 2)
+    before = [m.table.detach().clone() for m in net.members]
+    fit(net, rec.loss, rec.examples(_sequences()), dataclasses.replace(LOOP, max_steps=40), seed=0, device="cpu")
+    assert all(not torch.equal(b, m.table) for b, m in zip(before, net.members))
+    histories = [np.array([3]), np.array([5, 6, 7, 8, 9, 10, 11])]
+    beams, beam_scores = sid_item.rank(net, histories, rec.item_tokens, rec.trie, num_beams=N, batch_size=2,
+                                       max_history=5, device="cpu")
+    for hist, row, row_scores in zip(histories, beams, beam_scores):
+        each = [sid_item.exhaustive_scores(m, hist, rec.item_tokens, 5) for m in net.members]
+        scores = sid_item.exhaustive_scores(net, hist, rec.item_tokens, 5)
+        np.testing.assert_allclose(scores, np.mean(each, axis=0), rtol=1e-5, atol=1e-5)
+        assert row.tolist() == np.argsort(-scores, kind="stable").tolist()
+        np.testing.assert_allclose(row_scores * len(LEVELS), scores[row], rtol=1e-4, atol=1e-5)
+    again, _ = R.from_files(R.to_files(rec, [str(i) for i in range(N)], rec.item_tokens))
+    a = rec.rank(HISTORIES, 5, num_beams=10, batch_size=8, device="cpu")
+    b = again.rank(HISTORIES, 5, num_beams=10, batch_size=8, device="cpu")
+    assert np.array_equal(a.kept, b.kept)
+    with pytest.raises(R.SpecMismatch, match="sizes"):
+        R.check_compatible(rec.spec, _model("sid_item").spec)
 
 
 @settings(max_examples=8, deadline=None)
