@@ -13,10 +13,11 @@ kept (TIGER's published figures), SASRec R@10 >= 0.0790 and N@10 >= 0.0387 with 
 (RecBole 1.2.1 on this machine), SASRec in at most 30 minutes, every model in at most 60.
 
 Usage: python benchmarks/recommender.py [--datasets beauty,yelp,scientific] [--models popularity,sasrec,sid_item]
-       [--minutes sasrec=30,sid_item=60] [--set sid_item:train.members=2] [--key sid_item=sid_item_x2]
+       [--minutes sasrec=30,sid_item=58] [--set sid_item:train.members=1] [--key sid_item=sid_item_x1]
        [--out benchmarks/results/recommender.json]
 
---set passes a config override to one model's training (repeatable; the row records it), and --key
+sid_item trains as an ensemble of two (train.members=2, DEFAULT_SETS). --set passes a further config
+override to one model's training (repeatable; later ones win; the row records them all), and --key
 files a model's row under another name, so a variant is measured beside the row of record instead of
 replacing it.
 """
@@ -40,6 +41,9 @@ DATASETS = {"beauty": ("p5", DATA / "amazon2014_p5" / "beauty"), "yelp": ("p5", 
 # the other SID models under their own names.
 KEYS = {"sid_item": "generative", "sid_gpt": "sid_gpt", "tiger": "tiger_t5", "sasrec": "sasrec",
         "popularity": "popularity"}
+# The bench's generative model is sid_item as two independently initialised copies decoded together
+# (train.members=2): under the 60-minute budget it led the single net on Beauty (see the README).
+DEFAULT_SETS = {"sid_item": ["train.members=2"]}
 METRICS = ("recall@5", "recall@10", "ndcg@5", "ndcg@10")
 TARGETS = {"generative": {"recall@10": 0.0648, "ndcg@10": 0.0384},
            "sasrec": {"recall@10.excl": 0.0790, "ndcg@10.excl": 0.0387}}
@@ -83,7 +87,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--datasets", default="beauty,yelp,scientific")
     ap.add_argument("--models", default="popularity,sasrec,sid_item")
-    ap.add_argument("--minutes", default="sasrec=30,sid_item=60,sid_gpt=60,tiger=60",
+    # sid_item's 58 leaves its final test scoring and start-up inside the 60 minutes a model may take
+    ap.add_argument("--minutes", default="sasrec=30,sid_item=58,sid_gpt=60,tiger=60",
                     help="training budget per model (train.max_minutes)")
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="MODEL:KEY=VALUE",
                     help="a config override for one model's training, e.g. sid_item:train.members=2")
@@ -94,7 +99,7 @@ def main() -> None:
     args = ap.parse_args()
     load_at_start = os.getloadavg()[0]
     budgets = dict(kv.split("=") for kv in args.minutes.split(",") if kv)
-    extra: dict[str, list[str]] = {}
+    extra: dict[str, list[str]] = {m: list(v) for m, v in DEFAULT_SETS.items()}
     for item in args.sets:
         model, sep, setting = item.partition(":")
         if not sep or "=" not in setting:
