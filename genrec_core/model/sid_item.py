@@ -156,9 +156,13 @@ def loss(net: AnyNet, sequences: list[np.ndarray], item_tokens: np.ndarray,
     """Mean cross-entropy of every SID token of every next item (items 2.. of each sequence), each level
     conditioned on the true tokens of the levels before it. An ensemble's is its members' mean: each
     member learns alone (training the averaged log-probabilities instead would let them co-adapt)."""
-    if isinstance(net, ItemSidEnsemble):
-        return torch.stack([loss(m, sequences, item_tokens, device) for m in net.members]).mean()
     tokens, mask, positions = (t.to(device) for t in _left_pad(sequences, item_tokens))
+    if isinstance(net, ItemSidEnsemble):  # one padding for every member
+        return torch.stack([_padded_loss(m, tokens, mask, positions) for m in net.members]).mean()
+    return _padded_loss(net, tokens, mask, positions)
+
+
+def _padded_loss(net: ItemSidNet, tokens: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     states = net.states(tokens[:, :-1], mask[:, :-1], positions[:, :-1])  # the state after item i ...
     target = tokens[:, 1:]  # ... predicts item i + 1
     keep = (mask[:, :-1] * mask[:, 1:]).bool()
